@@ -1,0 +1,346 @@
+"""Training and evaluation loops, augmentation and loss: plain PyTorch, no Ray.
+
+`ray_jobs/train.py` runs `train_one_epoch` and `evaluate` inside Ray Train workers; any other
+launcher (a notebook, torchrun) can run them the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.io import decode_jpeg, encode_jpeg
+from safetensors.torch import load_file, save_file
+from torchvision.transforms.v2.functional import gaussian_blur
+
+from cvcore.metrics import MetricSums
+
+
+@dataclass
+class AugmentConfig:
+    """Label-preserving augmentation; `strength` scales every knob at once (0 turns it off).
+
+    Geometry only shrinks and shifts the photo inside the frame: a crop would cut the part and
+    change its visible fraction, so the label would lie. A horizontal flip turns the left door into
+    the right one: flipped samples swap left/right labels where the data has both sides and mask
+    side-specific targets out of the loss where it does not.
+    """
+
+    strength: float = 1.0
+    zoom_out: float = 0.15
+    color_jitter: float = 0.25
+    blur_prob: float = 0.15
+    jpeg_prob: float = 0.2
+    flip: bool = True
+
+
+@dataclass
+class StepConfig:
+    loss: str = "mse"  # mse, l1 or huber
+    grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
+    amp: bool = False  # bf16 autocast (GPU)
+    channels_last: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the data and the cluster; the defaults run on a laptop."""
+
+    backbone: str = "resnet18"
+    image_size: int = 96
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    patience: int = 6  # epochs without a better val MAE before stopping early
+    aux_columns: list[str] | str = "all"  # extra numeric columns trained as auxiliary outputs ("all", or a list)
+    aux_weight: float = 0.5  # total loss weight of the auxiliary outputs relative to the main targets
+    pretrained_path: str | None = None  # local weights file for the backbone (no hub downloads)
+    freeze_backbone: bool = False  # train only the head
+    seed: int = 0
+    step: StepConfig = field(default_factory=StepConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+class ArrayLoader:
+    """Batches from in-memory uint8 images; every rank yields the same number of batches (DDP needs it)."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        targets: np.ndarray,
+        aspect: np.ndarray,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        steps: int | None = None,
+        seed: int = 0,
+    ):
+        self.images, self.targets, self.aspect = images, targets, aspect
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        full = len(images) // batch_size if shuffle else math.ceil(len(images) / batch_size)
+        self.steps = full if steps is None else min(steps, full)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        order = np.arange(len(self.images))
+        if self.shuffle:
+            order = np.random.default_rng((self.seed, self.epoch)).permutation(order)
+        self.epoch += 1
+        for step in range(self.steps):
+            idx = np.sort(order[step * self.batch_size : (step + 1) * self.batch_size])
+            yield (
+                torch.from_numpy(self.images[idx]),
+                torch.from_numpy(self.targets[idx]),
+                torch.from_numpy(self.aspect[idx]),
+            )
+
+
+def side_swap_plan(columns: Sequence[str]) -> tuple[list[int], list[bool]]:
+    """For a horizontal flip: the column each output takes its label from, and which to mask.
+
+    `..._left` and `..._right` swap when both exist; a side-specific column without its twin, and
+    any azimuth, cannot be mirrored from the label alone and is masked.
+    """
+    index = {name: i for i, name in enumerate(columns)}
+    source, masked = [], []
+    for i, name in enumerate(columns):
+        tokens = name.split("_")
+        if "left" in tokens or "right" in tokens:
+            twin = "_".join({"left": "right", "right": "left"}.get(t, t) for t in tokens)
+            source.append(index.get(twin, i))
+            masked.append(twin not in index)
+        else:
+            source.append(i)
+            masked.append("azimuth" in tokens)
+    return source, masked
+
+
+def content_boxes(aspect: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Half-extent of the letterboxed photo in grid coordinates ([-1, 1] is the whole frame)."""
+    half_w = torch.where(aspect >= 1, torch.ones_like(aspect), aspect)
+    half_h = torch.where(aspect >= 1, 1 / aspect, torch.ones_like(aspect))
+    return half_w, half_h
+
+
+def augment(
+    images: torch.Tensor, aspect: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment a uint8 NCHW batch; returns float images in [0, 1] and the per-sample flip flags."""
+    n = images.shape[0]
+    s = cfg.strength
+    flipped = torch.zeros(n, dtype=torch.bool)
+    if s <= 0:
+        return images.float().div_(255.0), flipped
+    rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+
+    if cfg.jpeg_prob > 0:
+        images = images.clone()
+        for i in torch.nonzero(rand(n) < cfg.jpeg_prob * s).flatten().tolist():
+            quality = int(30 + 60 * rand(1).item())
+            images[i] = decode_jpeg(encode_jpeg(images[i], quality=quality))
+    x = images.float().div_(255.0)
+
+    half_w, half_h = content_boxes(aspect.float())
+    inside = _content_mask(x.shape[-2:], half_w, half_h)
+    if cfg.color_jitter > 0:
+        j = cfg.color_jitter * s
+        brightness = 1 + j * (2 * rand(n, 1, 1, 1) - 1)
+        contrast = 1 + j * (2 * rand(n, 1, 1, 1) - 1)
+        saturation = 1 + j * (2 * rand(n, 1, 1, 1) - 1)
+        gray = x.mean(dim=1, keepdim=True)
+        x = gray + (x - gray) * saturation
+        mean = (x * inside).sum(dim=(1, 2, 3), keepdim=True) / (3 * inside.sum(dim=(1, 2, 3), keepdim=True))
+        x = ((x - mean) * contrast + mean) * brightness
+        x = x.clamp_(0, 1) * inside
+    if cfg.blur_prob > 0:
+        blurred = torch.nonzero(rand(n) < cfg.blur_prob * s).flatten()
+        if len(blurred):
+            sigma = 0.3 + 1.2 * rand(1).item()
+            x[blurred] = gaussian_blur(x[blurred], kernel_size=[5, 5], sigma=[sigma, sigma])
+
+    # Shrink by a random factor and shift, keeping the whole photo inside the frame.
+    scale = 1 - cfg.zoom_out * s * rand(n)
+    room_x = (1 / scale - half_w).clamp_min(0)
+    room_y = (1 / scale - half_h).clamp_min(0)
+    shift_x = room_x * (2 * rand(n) - 1)
+    shift_y = room_y * (2 * rand(n) - 1)
+    if cfg.flip:
+        flipped = rand(n) < 0.5
+    sign = 1 - 2 * flipped.float()
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = sign / scale
+    theta[:, 1, 1] = 1 / scale
+    theta[:, 0, 2] = shift_x
+    theta[:, 1, 2] = shift_y
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return x, flipped
+
+
+def _content_mask(size: torch.Size, half_w: torch.Tensor, half_h: torch.Tensor) -> torch.Tensor:
+    h, w = size
+    ys = (torch.arange(h) + 0.5) / h * 2 - 1
+    xs = (torch.arange(w) + 0.5) / w * 2 - 1
+    inside_x = xs.abs()[None, :] <= half_w[:, None] + 1e-6
+    inside_y = ys.abs()[None, :] <= half_h[:, None] + 1e-6
+    return (inside_y[:, :, None] & inside_x[:, None, :]).unsqueeze(1).float()
+
+
+def apply_flip(
+    targets: torch.Tensor, weights: torch.Tensor, flipped: torch.Tensor, plan: tuple[list[int], list[bool]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Swap or mask the side-specific labels of flipped samples."""
+    source, masked = plan
+    if not flipped.any():
+        return targets, weights
+    targets, weights = targets.clone(), weights.clone()
+    targets[flipped] = targets[flipped][:, source]
+    weights[flipped] = weights[flipped][:, source]
+    mask_cols = torch.tensor(masked)
+    weights[flipped.nonzero().flatten()[:, None], mask_cols.nonzero().flatten()[None, :]] = 0.0
+    return targets, weights
+
+
+def regression_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Weighted loss over outputs; NaN labels count zero.
+
+    A prediction below 0 for a label of exactly 0 (or above 1 for a label of 1) is no error: the
+    served score is clamped to [0, 1], so such outputs need no gradient.
+    """
+    known = ~torch.isnan(target)
+    target = torch.where(known, target, torch.zeros_like(target))
+    weight = weight * known
+    err = pred - target
+    saturated = ((target <= 0) & (pred < 0)) | ((target >= 1) & (pred > 1))
+    err = torch.where(saturated, torch.zeros_like(err), err)
+    if kind == "mse":
+        per_element = err.square()
+    elif kind == "l1":
+        per_element = err.abs()
+    elif kind == "huber":
+        per_element = F.huber_loss(err, torch.zeros_like(err), reduction="none", delta=0.1)
+    else:
+        raise ValueError(f"unknown loss {kind!r}; choose mse, l1 or huber")
+    return (per_element * weight).sum() / weight.sum().clamp_min(1e-6)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then cosine decay to 1 % of the peak learning rate."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: ArrayLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    output_weights: torch.Tensor,
+    flip_plan: tuple[list[int], list[bool]],
+    augment_cfg: AugmentConfig,
+    step_cfg: StepConfig,
+    device: torch.device,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """One pass over the loader; returns the mean training loss and the images/s."""
+    model.train()
+    total_loss, seen, start = 0.0, 0, time.perf_counter()
+    for images, targets, aspect in loader:
+        x, flipped = augment(images.permute(0, 3, 1, 2), aspect, augment_cfg, generator)
+        weights = output_weights.expand_as(targets)
+        targets, weights = apply_flip(targets, weights, flipped, flip_plan)
+        x, targets, weights = x.to(device, non_blocking=True), targets.to(device), weights.to(device)
+        if step_cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=step_cfg.amp):
+            pred = model(x)
+        loss = regression_loss(pred.float(), targets, weights, step_cfg.loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if step_cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), step_cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        total_loss += loss.item() * len(x)
+        seen += len(x)
+    elapsed = time.perf_counter() - start
+    return {"train_loss": total_loss / max(seen, 1), "images_per_s": seen / max(elapsed, 1e-9)}
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: ArrayLoader,
+    targets: Sequence[str],
+    output_weights: torch.Tensor,
+    step_cfg: StepConfig,
+    device: torch.device,
+) -> tuple[MetricSums, float, int]:
+    """Metric sums on the main targets (to be all-reduced across workers), the summed loss and the count."""
+    model.eval()
+    sums = MetricSums(list(targets))
+    loss_sum, count = 0.0, 0
+    n_main = len(targets)
+    for images, labels, _ in loader:
+        x = images.permute(0, 3, 1, 2).to(device).float().div_(255.0)
+        if step_cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=step_cfg.amp):
+            pred = model(x).float()
+        labels = labels.to(device)
+        loss = regression_loss(pred, labels, output_weights.to(device).expand_as(labels), step_cfg.loss)
+        loss_sum += loss.item() * len(x)
+        count += len(x)
+        sums.update(pred[:, :n_main].clamp(0, 1).cpu(), labels[:, :n_main].cpu())
+    return sums, loss_sum, count
+
+
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "train_state.json"
+
+
+def save_training_state(directory: str | os.PathLike, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Optimizer tensors in safetensors and the rest in JSON, so resuming never unpickles."""
+    optim_state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for param_id, entries in optim_state["state"].items():
+        for key, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"{param_id}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{param_id}.{key}"] = value
+    save_file(tensors, Path(directory) / OPTIMIZER_FILE)
+    document = {**state, "optimizer": {"param_groups": optim_state["param_groups"], "scalars": scalars}}
+    (Path(directory) / STATE_FILE).write_text(json.dumps(document, indent=2))
+
+
+def load_training_state(directory: str | os.PathLike, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    document = json.loads((Path(directory) / STATE_FILE).read_text())
+    saved = document.pop("optimizer")
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in [*load_file(Path(directory) / OPTIMIZER_FILE).items(), *saved["scalars"].items()]:
+        param_id, name = key.split(".", 1)
+        state.setdefault(int(param_id), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+    return document

@@ -1,0 +1,1 @@
+"""Ray entry points, one per stage: `python -m ray_jobs.<stage> --help`."""

@@ -1,0 +1,396 @@
+"""Data-parallel training of the perspective-score regressor on Ray Train (V2 `TorchTrainer`).
+
+    python -m ray_jobs.train --data DIR --output OUT [--config YAML] [--num-workers N] [--use-gpu] ...
+
+DIR is a raw data set (prepared on the fly into OUT/prepared) or a prepared one. The best
+checkpoint by validation MAE is exported to OUT/best/ (model.safetensors + model.json).
+Rerunning the same command resumes the run from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import torch
+import torch.distributed as dist
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from cvcore import engine
+from cvcore import prepare as prepared
+from cvcore.config import from_dict, load_yaml
+from cvcore.errors import CheckpointError, UserError
+from cvcore.metrics import MetricSums
+from cvcore.model import (
+    ModelSpec,
+    build_model,
+    check_compatible,
+    load_checkpoint_model,
+    load_state,
+    read_meta,
+    save_checkpoint,
+    unwrap,
+    without_aux,
+)
+from ray_jobs.cli import init_ray, run
+from ray_jobs.prepare import prepare
+
+METRIC = "val_mae"
+
+
+# ---------------------------------------------------------------- data (driver side)
+
+
+def load_training_data(data: str | Path, output: Path, cfg: engine.TrainConfig) -> dict[str, Any]:
+    """Prepare if needed, then read the train and val splits into memory for the workers.
+
+    The arrays go to the object store, so workers on other nodes get them without a shared disk.
+    """
+    data = Path(data)
+    prepared_dir = data if prepared.is_prepared(data) else Path(output) / "prepared"
+    if not prepared.is_prepared(data):
+        prepare(data, prepared_dir, size=cfg.image_size)
+    manifest = prepared.read_manifest(prepared_dir)
+    if manifest["size"] < cfg.image_size:
+        raise UserError(
+            f"{prepared_dir} holds {manifest['size']} px images, smaller than --image-size {cfg.image_size}; prepare it again at that size"
+        )
+    targets = list(manifest["targets"])
+    aux = _aux_columns(cfg.aux_columns, manifest["extra_columns"])
+    columns = targets + aux
+    splits = {}
+    for split in ("train", "val"):
+        images, labels, aspect, _ = prepared.load_split(prepared_dir, split, columns)
+        if len(images) == 0:
+            raise UserError(f"the {split} split of {prepared_dir} is empty; the data set is too small to train on")
+        splits[split] = {"images": prepared.resize_images(images, cfg.image_size), "labels": labels, "aspect": aspect}
+    # Auxiliary columns (degrees, metres, fractions) are scaled to [0, 1] on the training split.
+    lo = np.nanmin(splits["train"]["labels"], axis=0)
+    span = np.nanmax(splits["train"]["labels"], axis=0) - lo
+    lo[: len(targets)], span[: len(targets)] = 0.0, 1.0
+    span[~(span > 0)] = 1.0
+    for split in splits.values():
+        split["labels"] = ((split["labels"] - lo) / span).astype(np.float32)
+    return {
+        "splits": splits,
+        "targets": targets,
+        "aux": aux,
+        "manifest": {k: manifest[k] for k in ("content_hash", "source", "size", "counts")},
+        "prepared_dir": str(prepared_dir),
+    }
+
+
+def _aux_columns(choice: list[str] | str, available: list[str]) -> list[str]:
+    if choice == "all":
+        return list(available)
+    if isinstance(choice, str):
+        choice = [c for c in choice.split(",") if c]
+    missing = sorted(set(choice) - set(available))
+    if missing:
+        raise UserError(f"auxiliary column(s) not in the data: {', '.join(missing)}; available: {', '.join(available) or 'none'}")
+    return list(choice)
+
+
+# ---------------------------------------------------------------- the loop (each worker)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    cfg = from_dict(engine.TrainConfig, config["train"])
+    data = config["data"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    use_gpu = device.type == "cuda"
+    cfg.step.amp = cfg.step.amp or use_gpu
+    cfg.step.channels_last = cfg.step.channels_last or use_gpu
+    torch.manual_seed(cfg.seed + rank)
+    if not use_gpu:
+        torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
+
+    splits = ray.get(data["splits"])  # an ObjectRef: every node fetches the arrays from the object store
+    train, val = splits["train"], splits["val"]
+    steps = (len(train["images"]) // world) // cfg.batch_size
+    shard = slice(rank, None, world)
+    train_loader = engine.ArrayLoader(
+        train["images"][shard], train["labels"][shard], train["aspect"][shard], cfg.batch_size, shuffle=True, steps=steps, seed=cfg.seed + rank
+    )
+    val_loader = engine.ArrayLoader(val["images"][shard], val["labels"][shard], val["aspect"][shard], cfg.batch_size * 2, shuffle=False)
+
+    targets, aux = data["targets"], data["aux"]
+    spec = ModelSpec(cfg.backbone, targets, cfg.image_size, aux_targets=aux)
+    model = build_model(spec, pretrained_path=cfg.pretrained_path, freeze_backbone=cfg.freeze_backbone)
+    if cfg.step.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = {"epoch": 0, "best_val_mae": math.inf, "stale_epochs": 0}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            saved_spec, weights = load_state(directory)
+            check_compatible(saved_spec, backbone=spec.backbone, targets=targets)
+            model.net.load_state_dict(weights)
+            state = engine.load_training_state(directory, optimizer)
+        if rank == 0:
+            print(f"resuming after epoch {state['epoch']} (best val MAE {state['best_val_mae']:.4f})")
+    model = ray.train.torch.prepare_model(model)
+
+    n_main = len(targets)
+    weights = torch.ones(len(spec.outputs))
+    if aux:
+        weights[n_main:] = cfg.aux_weight * n_main / len(aux)
+    plan = engine.side_swap_plan(spec.outputs)
+    scheduler = engine.warmup_cosine(optimizer, int(cfg.warmup_epochs * steps), cfg.epochs * steps)
+    for _ in range(state["epoch"] * steps):  # fast-forward the schedule after a resume
+        scheduler.step()
+    generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+
+    for epoch in range(state["epoch"], cfg.epochs):
+        train_loader.epoch = epoch
+        stats = engine.train_one_epoch(model, train_loader, optimizer, scheduler, weights, plan, cfg.augment, cfg.step, device, generator)
+        sums, val_loss, val_count = engine.evaluate(unwrap(model), val_loader, targets, weights, cfg.step, device)
+        extra = torch.tensor([val_loss, val_count, stats["train_loss"] * steps * cfg.batch_size, steps * cfg.batch_size, stats["images_per_s"]], dtype=torch.float64)
+        totals = torch.cat([sums.as_tensor().double(), extra])
+        if world > 1 and dist.is_initialized():
+            dist.all_reduce(totals)
+        sums = MetricSums.from_tensor(totals[: -len(extra)], targets)
+        val_loss, val_count, train_loss_sum, train_count, images_per_s = totals[-len(extra) :].tolist()
+
+        metrics = _flatten(sums.compute())
+        metrics.update(
+            epoch=epoch + 1,
+            train_loss=train_loss_sum / train_count,
+            val_loss=val_loss / max(val_count, 1),
+            images_per_s=images_per_s,
+            lr=optimizer.param_groups[0]["lr"],
+        )
+        improved = metrics[METRIC] < state["best_val_mae"]
+        state = {
+            "epoch": epoch + 1,
+            "best_val_mae": metrics[METRIC] if improved else state["best_val_mae"],
+            "stale_epochs": 0 if improved else state["stale_epochs"] + 1,
+        }
+        stop = state["stale_epochs"] >= cfg.patience
+        metrics.update(best_val_mae=state["best_val_mae"], stopped_early=stop)
+        if rank == 0:
+            per_target = "  ".join(f"{t.removeprefix('perspective_score_')} {metrics[f'val_mae_{t}']:.4f}" for t in targets)
+            print(
+                f"epoch {epoch + 1}/{cfg.epochs}  train loss {metrics['train_loss']:.4f}  val loss {metrics['val_loss']:.4f}  "
+                f"val MAE {metrics[METRIC]:.4f} ({per_target})  R2 {metrics['val_r2']:.3f}  {images_per_s:.0f} img/s",
+                flush=True,
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            if rank == 0:
+                save_checkpoint(tmp, model, metrics=metrics, training_config=config["train"], data=data["manifest"])
+                engine.save_training_state(tmp, optimizer, state)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None)
+        if stop:
+            if rank == 0:
+                print(f"stopping early: val MAE has not improved for {cfg.patience} epochs", flush=True)
+            break
+
+
+def _flatten(computed: dict[str, Any]) -> dict[str, float]:
+    """MetricSums.compute() → flat `val_*` keys that Ray Train, Tune and TensorBoard take."""
+    flat = {f"val_{k}": v for k, v in computed["mean"].items()}
+    for target, values in computed["targets"].items():
+        flat.update({f"val_{k}_{target}": v for k, v in values.items() if k != "nonzero"})
+        flat.update({f"val_nonzero_{k}_{target}": v for k, v in values["nonzero"].items() if k != "n"})
+    return {k: (float("nan") if v is None else float(v)) for k, v in flat.items()}
+
+
+# ---------------------------------------------------------------- the trainer (driver side)
+
+
+class TensorBoardCallback(ray.train.UserCallback):
+    """Writes every report as TensorBoard scalars; runs beside the Train controller."""
+
+    def __init__(self, logdir: str):
+        self.logdir = logdir
+        self.writer = None
+
+    def after_report(self, run_context, metrics, checkpoint):
+        from torch.utils.tensorboard import SummaryWriter
+
+        if self.writer is None:
+            self.writer = SummaryWriter(self.logdir)
+        report = metrics[0]
+        for key, value in report.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                self.writer.add_scalar(key, value, report["epoch"])
+        self.writer.flush()
+
+
+def scaling_for(num_workers: int, use_gpu: bool, cpus_per_worker: int | None) -> ScalingConfig:
+    """Workers sized from the cluster; refuse what can never be placed (Ray would retry forever)."""
+    total = ray.cluster_resources()
+    if cpus_per_worker is None:
+        cpus_per_worker = 2 if use_gpu else max(1, int(total.get("CPU", 1) // num_workers))
+    resources = {"CPU": cpus_per_worker}
+    need_cpu = num_workers * cpus_per_worker
+    if need_cpu > total.get("CPU", 0) or (use_gpu and num_workers > total.get("GPU", 0)):
+        raise UserError(
+            f"{num_workers} worker(s) x {cpus_per_worker} CPU{' + 1 GPU' if use_gpu else ''} do not fit this cluster "
+            f"({total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs); lower --num-workers or --cpus-per-worker"
+        )
+    return ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources)
+
+
+def build_trainer(
+    cfg: engine.TrainConfig,
+    data: dict[str, Any],
+    scaling: ScalingConfig,
+    run_config: RunConfig,
+) -> TorchTrainer:
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"train": asdict(cfg), "data": data, "cpus_per_worker": scaling.resources_per_worker["CPU"]},
+        scaling_config=scaling,
+        run_config=run_config,
+    )
+
+
+def export_best(result: ray.train.Result, destination: Path) -> dict[str, Any]:
+    """Copy the best checkpoint by val MAE to `destination` with the main targets' head only."""
+    if not result.best_checkpoints:
+        raise UserError("training reported no checkpoint; nothing to export")
+    checkpoint, metrics = min(result.best_checkpoints, key=lambda pair: pair[1][METRIC])
+    with checkpoint.as_directory() as directory:
+        model = without_aux(load_checkpoint_model(directory))
+        meta = read_meta(directory)
+    extra = {k: v for k, v in meta.items() if k not in {*asdict(model.spec), "format_version"}}
+    if destination.exists():
+        shutil.rmtree(destination)
+    save_checkpoint(destination, model, **extra)
+    return metrics
+
+
+def train(
+    data: str | Path,
+    output: str | Path,
+    cfg: engine.TrainConfig,
+    *,
+    num_workers: int = 1,
+    use_gpu: bool = False,
+    cpus_per_worker: int | None = None,
+    storage: str | None = None,
+    run_name: str = "train",
+    max_failures: int = 2,
+    keep_checkpoints: int = 2,
+) -> dict[str, Any]:
+    output = Path(output).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    if cfg.pretrained_path and not Path(cfg.pretrained_path).is_file():
+        raise CheckpointError(f"pretrained weights file not found: {cfg.pretrained_path}")
+    init_ray()
+    scaling = scaling_for(num_workers, use_gpu, cpus_per_worker)
+    payload = load_training_data(data, output, cfg)
+    n_train = len(payload["splits"]["train"]["images"])
+    n_val = len(payload["splits"]["val"]["images"])
+    if n_train // num_workers < cfg.batch_size:
+        raise UserError(f"batch size {cfg.batch_size} x {num_workers} worker(s) is larger than the training split ({n_train} rows); lower --batch-size")
+    print(
+        f"training {cfg.backbone} at {cfg.image_size} px on {n_train} images (val {n_val}); targets {payload['targets']}"
+        + (f" + {len(payload['aux'])} auxiliary" if payload["aux"] else "")
+        + f"; {num_workers} worker(s) x {scaling.resources_per_worker['CPU']} CPU{' + GPU' if use_gpu else ''}"
+    )
+    run_config = RunConfig(
+        name=run_name,
+        storage_path=storage or str(output / "ray_results"),
+        checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints, checkpoint_score_attribute=METRIC, checkpoint_score_order="min"),
+        failure_config=FailureConfig(max_failures=max_failures),
+        callbacks=[TensorBoardCallback(str(output / "tensorboard"))],
+    )
+    trainer = build_trainer(cfg, {**payload, "splits": ray.put(payload["splits"])}, scaling, run_config)
+    result = trainer.fit()
+    metrics = export_best(result, output / "best")
+    print(f"best epoch {int(metrics['epoch'])}: val MAE {metrics[METRIC]:.4f}, R2 {metrics['val_r2']:.3f}")
+    print(f"checkpoint: {output / 'best'}")
+    print(f"TensorBoard: tensorboard --logdir {output / 'tensorboard'}")
+    return metrics
+
+
+# ---------------------------------------------------------------- command line
+
+
+def config_from_args(args: argparse.Namespace) -> engine.TrainConfig:
+    data = load_yaml(args.config) if args.config else {}
+    overrides = {
+        "backbone": args.backbone,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "lr": args.lr,
+        "pretrained_path": args.pretrained,
+        "seed": args.seed,
+    }
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    if args.freeze_backbone:
+        data["freeze_backbone"] = True
+    cfg = from_dict(engine.TrainConfig, data)
+    for name in ("epochs", "batch_size", "image_size"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.lr <= 0:
+        raise UserError(f"--lr must be positive, got {cfg.lr}")
+    if cfg.step.loss not in ("mse", "l1", "huber"):
+        raise UserError(f"loss must be mse, l1 or huber, got {cfg.step.loss!r}")
+    return cfg
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file of TrainConfig settings (see configs/); flags below override it")
+    parser.add_argument("--backbone", help="any timm model name (default resnet18)")
+    parser.add_argument("--epochs", type=int, help="maximum epochs (default 20; early stopping may end sooner)")
+    parser.add_argument("--batch-size", type=int, help="per-worker batch size (default 64)")
+    parser.add_argument("--image-size", type=int, help="square input side in pixels (default 96)")
+    parser.add_argument("--lr", type=float, help="peak learning rate of AdamW (default 2e-3)")
+    parser.add_argument("--pretrained", help="local weights file for the backbone (timm/torchvision format); nothing is downloaded")
+    parser.add_argument("--freeze-backbone", action="store_true", help="train only the head")
+    parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (default 1)")
+    parser.add_argument("--cpus-per-worker", type=int, help="CPUs per worker (default: all CPUs / workers; 2 with --use-gpu)")
+    parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker, bf16 autocast, channels-last")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ray_jobs.train",
+        description="Train the perspective-score regressor with Ray Train (data-parallel, CPU or GPU). "
+        "The best checkpoint by validation MAE goes to OUTPUT/best/. Rerun the same command to resume.",
+    )
+    parser.add_argument("--data", required=True, help="raw data set (imgs/ + CSV) or a folder made by ray_jobs.prepare")
+    parser.add_argument("--output", required=True, help="folder for best/, tensorboard/, ray_results/ (and prepared/ for raw data)")
+    add_train_arguments(parser)
+    parser.add_argument("--storage", help="Ray storage path for checkpoints; on a multi-node cluster use s3://, gs:// or NFS")
+    parser.add_argument("--run-name", default="train", help="Ray run name; the same name resumes (default train)")
+    parser.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the latest checkpoint (default 2)")
+    args = parser.parse_args(argv)
+    if args.num_workers < 1:
+        parser.error("--num-workers must be at least 1")
+    cfg = config_from_args(args)
+    train(
+        args.data,
+        args.output,
+        cfg,
+        num_workers=args.num_workers,
+        use_gpu=args.use_gpu,
+        cpus_per_worker=args.cpus_per_worker,
+        storage=args.storage,
+        run_name=args.run_name,
+        max_failures=args.max_failures,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
