@@ -46,6 +46,7 @@ def prepare(
         raise DataError(f"--size must be at least 16 pixels, got {size}")
     out = Path(out)
     dataset = read_dataset(data_dir, csv_name, targets, check_images="none")
+    dataset.require_usable()
     key = source_key(dataset.csv_path, size, dataset.targets)
     if prepared.is_prepared(out):
         manifest = prepared.read_manifest(out)

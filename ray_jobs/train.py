@@ -55,6 +55,7 @@ def load_training_data(data: str | Path, output: Path, cfg: engine.TrainConfig) 
     """Prepare if needed, then read the train and val splits into memory for the workers.
 
     The arrays go to the object store, so workers on other nodes get them without a shared disk.
+    They keep the prepared size; each worker resizes to its own `image_size` (Tune varies it).
     """
     data = Path(data)
     prepared_dir = data if prepared.is_prepared(data) else Path(output) / "prepared"
@@ -73,7 +74,7 @@ def load_training_data(data: str | Path, output: Path, cfg: engine.TrainConfig) 
         images, labels, aspect, _ = prepared.load_split(prepared_dir, split, columns)
         if len(images) == 0:
             raise UserError(f"the {split} split of {prepared_dir} is empty; the data set is too small to train on")
-        splits[split] = {"images": prepared.resize_images(images, cfg.image_size), "labels": labels, "aspect": aspect}
+        splits[split] = {"images": images, "labels": labels, "aspect": aspect}
     # Auxiliary columns (degrees, metres, fractions) are scaled to [0, 1] on the training split.
     lo = np.nanmin(splits["train"]["labels"], axis=0)
     span = np.nanmax(splits["train"]["labels"], axis=0) - lo
@@ -119,12 +120,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     splits = ray.get(data["splits"])  # an ObjectRef: every node fetches the arrays from the object store
     train, val = splits["train"], splits["val"]
-    steps = (len(train["images"]) // world) // cfg.batch_size
     shard = slice(rank, None, world)
+    train_images = prepared.resize_images(train["images"][shard], cfg.image_size)
+    val_images = prepared.resize_images(val["images"][shard], cfg.image_size)
+    steps = (len(train["images"]) // world) // cfg.batch_size
     train_loader = engine.ArrayLoader(
-        train["images"][shard], train["labels"][shard], train["aspect"][shard], cfg.batch_size, shuffle=True, steps=steps, seed=cfg.seed + rank
+        train_images, train["labels"][shard], train["aspect"][shard], cfg.batch_size, shuffle=True, steps=steps, seed=cfg.seed + rank
     )
-    val_loader = engine.ArrayLoader(val["images"][shard], val["labels"][shard], val["aspect"][shard], cfg.batch_size * 2, shuffle=False)
+    val_loader = engine.ArrayLoader(val_images, val["labels"][shard], val["aspect"][shard], cfg.batch_size * 2, shuffle=False)
 
     targets, aux = data["targets"], data["aux"]
     spec = ModelSpec(cfg.backbone, targets, cfg.image_size, aux_targets=aux)
