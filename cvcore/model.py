@@ -130,7 +130,7 @@ def without_aux(model: nn.Module) -> PerspectiveModel:
     n = len(bare.spec.targets)
     state = {name: t[:n] if name in head_names else t for name, t in bare.net.state_dict().items()}
     slim.net.load_state_dict(state)
-    return slim
+    return slim.train(bare.training)
 
 
 def unwrap(model: nn.Module) -> PerspectiveModel:

@@ -10,6 +10,7 @@ Rerunning the same command resumes the run from its latest checkpoint.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
 import tempfile
@@ -46,16 +47,19 @@ from ray_jobs.cli import init_ray, run
 from ray_jobs.prepare import prepare
 
 METRIC = "val_mae"
+HISTORY_FILE = "metrics.jsonl"
 
 
 # ---------------------------------------------------------------- data (driver side)
 
 
-def load_training_data(data: str | Path, output: Path, cfg: engine.TrainConfig) -> dict[str, Any]:
+def load_training_data(data: str | Path, output: Path, cfg: engine.TrainConfig, targets: Sequence[str] | None = None) -> dict[str, Any]:
     """Prepare if needed, then read the train and val splits into memory for the workers.
 
     The arrays go to the object store, so workers on other nodes get them without a shared disk.
     They keep the prepared size; each worker resizes to its own `image_size` (Tune varies it).
+    Main targets are `targets` or the data set's targets; every other numeric column can serve as
+    an auxiliary output.
     """
     data = Path(data)
     prepared_dir = data if prepared.is_prepared(data) else Path(output) / "prepared"
@@ -66,8 +70,12 @@ def load_training_data(data: str | Path, output: Path, cfg: engine.TrainConfig) 
         raise UserError(
             f"{prepared_dir} holds {manifest['size']} px images, smaller than --image-size {cfg.image_size}; prepare it again at that size"
         )
-    targets = list(manifest["targets"])
-    aux = _aux_columns(cfg.aux_columns, manifest["extra_columns"])
+    numeric = [*manifest["targets"], *manifest["extra_columns"]]
+    targets = list(targets or manifest["targets"])
+    unknown = [t for t in targets if t not in numeric]
+    if unknown:
+        raise UserError(f"target column(s) not in the data: {', '.join(unknown)}; available: {', '.join(numeric)}")
+    aux = _aux_columns(cfg.aux_columns, [c for c in numeric if c not in targets])
     columns = targets + aux
     splits = {}
     for split in ("train", "val"):
@@ -214,23 +222,41 @@ def _flatten(computed: dict[str, Any]) -> dict[str, float]:
 # ---------------------------------------------------------------- the trainer (driver side)
 
 
-class TensorBoardCallback(ray.train.UserCallback):
-    """Writes every report as TensorBoard scalars; runs beside the Train controller."""
+class RunLogCallback(ray.train.UserCallback):
+    """Writes every report as TensorBoard scalars and a line of `metrics.jsonl`.
 
-    def __init__(self, logdir: str):
-        self.logdir = logdir
+    It runs in the Train controller, which Ray pins to the driver's node, so the files land beside
+    the job's other outputs.
+    """
+
+    def __init__(self, output: str):
+        self.output = output
         self.writer = None
 
     def after_report(self, run_context, metrics, checkpoint):
         from torch.utils.tensorboard import SummaryWriter
 
         if self.writer is None:
-            self.writer = SummaryWriter(self.logdir)
+            self.writer = SummaryWriter(str(Path(self.output) / "tensorboard"))
         report = metrics[0]
         for key, value in report.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 self.writer.add_scalar(key, value, report["epoch"])
         self.writer.flush()
+        with open(Path(self.output) / HISTORY_FILE, "a") as f:
+            f.write(json.dumps(report) + "\n")
+
+
+def read_history(output: str | Path) -> list[dict[str, Any]]:
+    """Per-epoch metrics of the run in `output`, the latest report of each epoch (a resume repeats none)."""
+    path = Path(output) / HISTORY_FILE
+    if not path.is_file():
+        return []
+    by_epoch = {}
+    for line in path.read_text().splitlines():
+        report = json.loads(line)
+        by_epoch[report["epoch"]] = report
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
 def scaling_for(num_workers: int, use_gpu: bool, cpus_per_worker: int | None) -> ScalingConfig:
@@ -289,6 +315,7 @@ def train(
     run_name: str = "train",
     max_failures: int = 2,
     keep_checkpoints: int = 2,
+    targets: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     output = Path(output).resolve()
     output.mkdir(parents=True, exist_ok=True)
@@ -296,7 +323,7 @@ def train(
         raise CheckpointError(f"pretrained weights file not found: {cfg.pretrained_path}")
     init_ray()
     scaling = scaling_for(num_workers, use_gpu, cpus_per_worker)
-    payload = load_training_data(data, output, cfg)
+    payload = load_training_data(data, output, cfg, targets)
     n_train = len(payload["splits"]["train"]["images"])
     n_val = len(payload["splits"]["val"]["images"])
     if n_train // num_workers < cfg.batch_size:
@@ -311,15 +338,27 @@ def train(
         storage_path=storage or str(output / "ray_results"),
         checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints, checkpoint_score_attribute=METRIC, checkpoint_score_order="min"),
         failure_config=FailureConfig(max_failures=max_failures),
-        callbacks=[TensorBoardCallback(str(output / "tensorboard"))],
+        callbacks=[RunLogCallback(str(output))],
     )
+    if storage is None:
+        refuse_incompatible_resume(Path(run_config.storage_path) / run_name, cfg.backbone, payload["targets"])
     trainer = build_trainer(cfg, {**payload, "splits": ray.put(payload["splits"])}, scaling, run_config)
     result = trainer.fit()
     metrics = export_best(result, output / "best")
     print(f"best epoch {int(metrics['epoch'])}: val MAE {metrics[METRIC]:.4f}, R2 {metrics['val_r2']:.3f}")
     print(f"checkpoint: {output / 'best'}")
     print(f"TensorBoard: tensorboard --logdir {output / 'tensorboard'}")
-    return metrics
+    return {"best": metrics, "history": read_history(output)}
+
+
+def refuse_incompatible_resume(run_dir: Path, backbone: str, targets: list[str]) -> None:
+    """A rerun resumes from the run's latest checkpoint: refuse before starting if it is another model."""
+    checkpoints = sorted(run_dir.glob("checkpoint_*/model.json"), key=lambda p: p.stat().st_mtime)
+    if checkpoints:
+        try:
+            check_compatible(ModelSpec.from_dict(read_meta(checkpoints[-1].parent)), backbone=backbone, targets=targets)
+        except CheckpointError as err:
+            raise CheckpointError(f"{run_dir} holds an earlier run to resume, but {err}; use another --run-name or --output") from None
 
 
 # ---------------------------------------------------------------- command line
@@ -373,6 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--data", required=True, help="raw data set (imgs/ + CSV) or a folder made by ray_jobs.prepare")
     parser.add_argument("--output", required=True, help="folder for best/, tensorboard/, ray_results/ (and prepared/ for raw data)")
+    parser.add_argument("--targets", help="comma-separated main targets (default: the data set's perspective_score_* columns); "
+                        "other numeric columns train as auxiliary outputs")
     add_train_arguments(parser)
     parser.add_argument("--storage", help="Ray storage path for checkpoints; on a multi-node cluster use s3://, gs:// or NFS")
     parser.add_argument("--run-name", default="train", help="Ray run name; the same name resumes (default train)")
@@ -391,6 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         storage=args.storage,
         run_name=args.run_name,
         max_failures=args.max_failures,
+        targets=args.targets.split(",") if args.targets else None,
     )
     return 0
 
