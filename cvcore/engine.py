@@ -64,6 +64,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     patience: int = 6  # epochs without a better val MAE before stopping early
+    max_minutes: float = 0.0  # stop after the epoch that passes this much training time (0: no limit)
     aux_columns: list[str] | str = "all"  # extra numeric columns trained as auxiliary outputs ("all", or a list)
     aux_weight: float = 0.5  # total loss weight of the auxiliary outputs relative to the main targets
     pretrained_path: str | None = None  # local weights file for the backbone (no hub downloads)
@@ -239,16 +240,22 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tens
     return (per_element * weight).sum() / weight.sum().clamp_min(1e-6)
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up, then cosine decay to 1 % of the peak learning rate."""
+class WarmupCosine:
+    """Linear warm-up, then cosine decay to 1 % of the peak; `total_steps` may be moved during training
+    (a time budget shortens the run) and the decay follows."""
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    def __init__(self, warmup_steps: int, total_steps: int):
+        self.warmup_steps, self.total_steps = warmup_steps, total_steps
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup_steps, total_steps))
 
 
 def train_one_epoch(

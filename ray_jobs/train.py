@@ -14,6 +14,7 @@ import json
 import math
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -165,16 +166,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         scheduler.step()
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
 
+    started = time.monotonic() - state.get("minutes", 0.0) * 60
     for epoch in range(state["epoch"], cfg.epochs):
         train_loader.epoch = epoch
         stats = engine.train_one_epoch(model, train_loader, optimizer, scheduler, weights, plan, cfg.augment, cfg.step, device, generator)
         sums, val_loss, val_count = engine.evaluate(unwrap(model), val_loader, targets, weights, cfg.step, device)
-        extra = torch.tensor([val_loss, val_count, stats["train_loss"] * steps * cfg.batch_size, steps * cfg.batch_size, stats["images_per_s"]], dtype=torch.float64)
+        minutes = (time.monotonic() - started) / 60
+        extra = torch.tensor(
+            [val_loss, val_count, stats["train_loss"] * steps * cfg.batch_size, steps * cfg.batch_size, stats["images_per_s"], minutes / world],
+            dtype=torch.float64,
+        )
         totals = torch.cat([sums.as_tensor().double(), extra])
         if world > 1 and dist.is_initialized():
             dist.all_reduce(totals)
         sums = MetricSums.from_tensor(totals[: -len(extra)], targets)
-        val_loss, val_count, train_loss_sum, train_count, images_per_s = totals[-len(extra) :].tolist()
+        val_loss, val_count, train_loss_sum, train_count, images_per_s, minutes = totals[-len(extra) :].tolist()
 
         metrics = _flatten(sums.compute())
         metrics.update(
@@ -183,14 +189,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             val_loss=val_loss / max(val_count, 1),
             images_per_s=images_per_s,
             lr=optimizer.param_groups[0]["lr"],
+            train_minutes=minutes,
         )
         improved = metrics[METRIC] < state["best_val_mae"]
         state = {
             "epoch": epoch + 1,
             "best_val_mae": metrics[METRIC] if improved else state["best_val_mae"],
             "stale_epochs": 0 if improved else state["stale_epochs"] + 1,
+            "minutes": minutes,
         }
-        stop = state["stale_epochs"] >= cfg.patience
+        out_of_time = 0 < cfg.max_minutes <= minutes
+        if cfg.max_minutes > 0:  # decay the learning rate over the epochs the budget leaves (same on every rank)
+            fit = int(cfg.max_minutes * (epoch + 1) / max(minutes, 1e-6))
+            scheduler.lr_lambdas[0].total_steps = min(cfg.epochs, max(fit, epoch + 2)) * steps
+        stop = state["stale_epochs"] >= cfg.patience or out_of_time
         metrics.update(best_val_mae=state["best_val_mae"], stopped_early=stop)
         if rank == 0:
             per_target = "  ".join(f"{t.removeprefix('perspective_score_')} {metrics[f'val_mae_{t}']:.4f}" for t in targets)
@@ -206,7 +218,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None)
         if stop:
             if rank == 0:
-                print(f"stopping early: val MAE has not improved for {cfg.patience} epochs", flush=True)
+                reason = f"the time budget of {cfg.max_minutes:g} min is spent" if out_of_time else f"val MAE has not improved for {cfg.patience} epochs"
+                print(f"stopping early: {reason}", flush=True)
             break
 
 
@@ -374,6 +387,7 @@ def config_from_args(args: argparse.Namespace) -> engine.TrainConfig:
         "lr": args.lr,
         "pretrained_path": args.pretrained,
         "seed": args.seed,
+        "max_minutes": args.max_minutes,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
     if args.freeze_backbone:
@@ -399,6 +413,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained", help="local weights file for the backbone (timm/torchvision format); nothing is downloaded")
     parser.add_argument("--freeze-backbone", action="store_true", help="train only the head")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument("--max-minutes", type=float, help="training time budget; stops after the epoch that passes it (default: none)")
     parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (default 1)")
     parser.add_argument("--cpus-per-worker", type=int, help="CPUs per worker (default: all CPUs / workers; 2 with --use-gpu)")
     parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker, bf16 autocast, channels-last")
