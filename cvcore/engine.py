@@ -67,7 +67,7 @@ class TrainConfig:
     max_minutes: float = 0.0  # stop after the epoch that passes this much training time (0: no limit)
     aux_columns: list[str] | str = "all"  # extra numeric columns trained as auxiliary outputs ("all", or a list)
     aux_weight: float = 0.5  # total loss weight of the auxiliary outputs relative to the main targets
-    pretrained_path: str | None = None  # local weights file for the backbone (no hub downloads)
+    init_from: str | None = None  # our checkpoint dir (fine-tuning) or a timm/torchvision weights file; never a hub
     freeze_backbone: bool = False  # train only the head
     seed: int = 0
     step: StepConfig = field(default_factory=StepConfig)

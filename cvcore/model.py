@@ -87,20 +87,21 @@ class PerspectiveModel(nn.Module):
 def build_model(
     spec: ModelSpec,
     *,
-    pretrained_path: str | os.PathLike | None = None,
+    init_from: str | os.PathLike | None = None,
     freeze_backbone: bool = False,
 ) -> PerspectiveModel:
-    """Build the regressor; `pretrained_path` is a local weights file (timm or torchvision format).
+    """Build the regressor, optionally starting from local weights; nothing comes from a hub.
 
-    Weights never come from a hub at run time. A classifier in the file whose size does not match
-    our outputs is dropped, as timm does when fine-tuning.
+    `init_from` is one of our checkpoint directories (fine-tuning: same backbone, the head is kept
+    only if it predicts the same outputs) or a weights file in timm/torchvision format (its
+    classifier is dropped when its size differs, as timm does).
     """
     kwargs: dict[str, Any] = {"num_classes": len(spec.outputs)}
-    if pretrained_path is not None:
-        path = Path(pretrained_path)
-        if not path.is_file():
-            raise CheckpointError(f"pretrained weights file not found: {path}")
-        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+    source = Path(init_from) if init_from is not None else None
+    if source is not None and not source.exists():
+        raise CheckpointError(f"weights to start from not found: {source}")
+    if source is not None and source.is_file():
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(source)})
     try:
         net = timm.create_model(spec.backbone, **kwargs)
     except RuntimeError as err:
@@ -108,15 +109,33 @@ def build_model(
             raise CheckpointError(
                 f"unknown backbone {spec.backbone!r}; `timm.list_models()` lists the valid names"
             ) from None
-        if pretrained_path is not None:
-            raise CheckpointError(f"cannot load {pretrained_path} into {spec.backbone}: {err}") from None
+        if source is not None:
+            raise CheckpointError(f"cannot load {source} into {spec.backbone}: {err}") from None
         raise
     model = PerspectiveModel(spec, net)
+    if source is not None and source.is_dir():
+        _load_backbone(model, source)
     if freeze_backbone:
-        head = set(map(id, net.get_classifier().parameters()))
-        for param in net.parameters():
-            param.requires_grad = id(param) in head
+        head = _head_names(net)
+        for name, param in net.named_parameters():
+            param.requires_grad = name in head
     return model
+
+
+def _head_names(net: nn.Module) -> set[str]:
+    head = {id(p) for p in net.get_classifier().parameters()}
+    return {name for name, p in net.named_parameters() if id(p) in head}
+
+
+def _load_backbone(model: PerspectiveModel, directory: Path) -> None:
+    """Fine-tuning start: every weight of our checkpoint but a head made for other outputs."""
+    source_spec, weights = load_state(directory)
+    check_compatible(source_spec, backbone=model.spec.backbone)
+    if source_spec.outputs != model.spec.outputs:
+        weights = {k: v for k, v in weights.items() if k not in _head_names(model.net)}
+    missing, unexpected = model.net.load_state_dict(weights, strict=False)
+    if unexpected or set(missing) - _head_names(model.net):
+        raise CheckpointError(f"weights in {directory} do not fit {model.spec.backbone}: missing {missing[:3]}, unexpected {unexpected[:3]}")
 
 
 def without_aux(model: nn.Module) -> PerspectiveModel:
@@ -125,8 +144,7 @@ def without_aux(model: nn.Module) -> PerspectiveModel:
     if not bare.spec.aux_targets:
         return bare
     slim = build_model(replace(bare.spec, aux_targets=[]))
-    head = {id(p) for p in bare.net.get_classifier().parameters()}
-    head_names = {name for name, p in bare.net.named_parameters() if id(p) in head}
+    head_names = _head_names(bare.net)
     n = len(bare.spec.targets)
     state = {name: t[:n] if name in head_names else t for name, t in bare.net.state_dict().items()}
     slim.net.load_state_dict(state)

@@ -140,7 +140,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     targets, aux = data["targets"], data["aux"]
     spec = ModelSpec(cfg.backbone, targets, cfg.image_size, aux_targets=aux)
-    model = build_model(spec, pretrained_path=cfg.pretrained_path, freeze_backbone=cfg.freeze_backbone)
+    model = build_model(spec, init_from=cfg.init_from, freeze_backbone=cfg.freeze_backbone)
     if cfg.step.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -332,8 +332,10 @@ def train(
 ) -> dict[str, Any]:
     output = Path(output).resolve()
     output.mkdir(parents=True, exist_ok=True)
-    if cfg.pretrained_path and not Path(cfg.pretrained_path).is_file():
-        raise CheckpointError(f"pretrained weights file not found: {cfg.pretrained_path}")
+    if cfg.init_from:
+        if not Path(cfg.init_from).exists():
+            raise CheckpointError(f"weights to start from not found: {cfg.init_from}")
+        cfg.init_from = str(Path(cfg.init_from).resolve())  # workers may run elsewhere
     init_ray()
     scaling = scaling_for(num_workers, use_gpu, cpus_per_worker)
     payload = load_training_data(data, output, cfg, targets)
@@ -385,7 +387,7 @@ def config_from_args(args: argparse.Namespace) -> engine.TrainConfig:
         "batch_size": args.batch_size,
         "image_size": args.image_size,
         "lr": args.lr,
-        "pretrained_path": args.pretrained,
+        "init_from": args.init_from,
         "seed": args.seed,
         "max_minutes": args.max_minutes,
     }
@@ -410,7 +412,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="per-worker batch size (default 64)")
     parser.add_argument("--image-size", type=int, help="square input side in pixels (default 96)")
     parser.add_argument("--lr", type=float, help="peak learning rate of AdamW (default 2e-3)")
-    parser.add_argument("--pretrained", help="local weights file for the backbone (timm/torchvision format); nothing is downloaded")
+    parser.add_argument("--init-from", "--pretrained", dest="init_from", metavar="PATH",
+                        help="start from these weights: one of our checkpoint folders (fine-tuning; the head is swapped "
+                        "for the data's targets) or a timm/torchvision weights file; nothing is downloaded")
     parser.add_argument("--freeze-backbone", action="store_true", help="train only the head")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--max-minutes", type=float, help="training time budget; stops after the epoch that passes it (default: none)")

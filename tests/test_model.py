@@ -113,12 +113,24 @@ def test_pretrained_weights_come_from_a_local_file_and_the_head_is_swapped(tmp_p
     torch.manual_seed(1)
     imagenet_like = timm.create_model(BACKBONE, num_classes=10)
     save_file({k: v.contiguous() for k, v in imagenet_like.state_dict().items()}, tmp_path / "weights.safetensors")
-    model = build_model(ModelSpec(BACKBONE, TARGETS, 32), pretrained_path=tmp_path / "weights.safetensors")
+    model = build_model(ModelSpec(BACKBONE, TARGETS, 32), init_from=tmp_path / "weights.safetensors")
     stem = "conv1.0.weight"
     assert torch.equal(model.net.state_dict()[stem], imagenet_like.state_dict()[stem])
     assert model.net.get_classifier().out_features == 2
     with pytest.raises(CheckpointError, match="not found"):
-        build_model(ModelSpec(BACKBONE, TARGETS, 32), pretrained_path=tmp_path / "missing.pth")
+        build_model(ModelSpec(BACKBONE, TARGETS, 32), init_from=tmp_path / "missing.pth")
+
+
+def test_fine_tuning_starts_from_our_checkpoint_with_a_new_head(tmp_path, model):
+    save_checkpoint(tmp_path, model)
+    tuned = build_model(ModelSpec(BACKBONE, ["perspective_score_trunk"], 32), init_from=tmp_path)
+    stem = "conv1.0.weight"
+    assert torch.equal(tuned.net.state_dict()[stem], model.net.state_dict()[stem])
+    assert tuned.net.get_classifier().out_features == 1
+    same = build_model(model.spec, init_from=tmp_path)
+    assert torch.equal(same.net.get_classifier().weight, model.net.get_classifier().weight)
+    with pytest.raises(CheckpointError, match="resnet10t, but resnet18"):
+        build_model(ModelSpec("resnet18", TARGETS, 32), init_from=tmp_path)
 
 
 def test_freeze_backbone_trains_only_the_head():
