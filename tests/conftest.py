@@ -13,7 +13,7 @@ from cvcore.synth import write_dataset
 def tiny_dataset(tmp_path_factory) -> Path:
     """80 rendered cars in the customer's format, small images, plus one corrupt JPEG with a row."""
     root = tmp_path_factory.mktemp("tiny_dataset")
-    csv = write_dataset(root, 80, seed=7, workers=1, progress=False, extended=True)
+    csv = write_dataset(root, 80, seed=7, workers=1, progress=False, extended=True, image_size=(160, 120))
     (root / "imgs" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
     header = csv.read_text().splitlines()[0]
     row = ["corrupt.jpg"] + ["0.5"] * (len(header.split(",")) - 1)

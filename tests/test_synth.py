@@ -1,0 +1,267 @@
+"""The renderer behind the default data set: determinism, the customer's layout, and labels that mean what they say."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from cvcore.errors import UserError
+from cvcore.synth import (
+    CHALLENGE_TARGETS,
+    PART_IDS,
+    PARTS,
+    Camera,
+    CarShape,
+    Clutter,
+    car_mesh,
+    extended_columns,
+    format_label_stats,
+    label_stats,
+    random_car,
+    render_example,
+    render_scene,
+    write_dataset,
+)
+from ray_jobs.cli import run
+from ray_jobs.synth import main
+
+SMALL = (160, 120)
+CAR = CarShape()
+
+
+def part_centre(part: str, car: CarShape = CAR) -> np.ndarray:
+    return car_mesh(car).part_centres[PART_IDS[part]]
+
+
+def camera_towards(part: str, azimuth: float, elevation: float, *, distance: float = 8.0) -> Camera:
+    """A camera `distance` from the part's centre in the given direction, aimed at the car's centre."""
+    centre = part_centre(part)
+    return Camera.orbit(centre, azimuth, elevation, distance, fov_deg=60, width=674, height=506, target=CAR.centre)
+
+
+# ---------------------------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_and_index_give_identical_bytes_and_labels():
+    first, second = render_example(3, 5), render_example(3, 5)
+    assert first.jpeg_bytes() == second.jpeg_bytes()
+    assert first.labels == second.labels
+    assert np.array_equal(first.mask, second.mask)
+    assert render_example(4, 5).jpeg_bytes() != first.jpeg_bytes()
+
+
+def test_requested_size_changes_only_the_size():
+    full, small = render_example(0, 2), render_example(0, 2, width=SMALL[0], height=SMALL[1])
+    assert small.image.size == SMALL and small.mask.shape == SMALL[::-1]
+    assert small.labels["camera_azimuth"] == full.labels["camera_azimuth"]
+
+
+def test_dataset_bytes_do_not_depend_on_the_number_of_workers(tmp_path):
+    one = write_dataset(tmp_path / "one", 6, seed=11, workers=1, progress=False, image_size=SMALL)
+    two = write_dataset(tmp_path / "two", 6, seed=11, workers=2, progress=False, image_size=SMALL)
+    assert one.read_bytes() == two.read_bytes()
+    names = sorted(p.name for p in (one.parent / "imgs").iterdir())
+    assert names == sorted(p.name for p in (two.parent / "imgs").iterdir())
+    for name in names:
+        assert (one.parent / "imgs" / name).read_bytes() == (two.parent / "imgs" / name).read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------- layout
+
+
+def test_default_layout_is_the_customers(tmp_path):
+    csv = write_dataset(tmp_path, 5, seed=1, workers=1, progress=False, image_size=SMALL)
+    assert csv == tmp_path / "car_imgs_4000.csv"
+    frame = pd.read_csv(csv)
+    assert list(frame.columns) == ["filename", "perspective_score_hood", "perspective_score_backdoor_left"]
+    assert len(frame) == 5 and frame["filename"].is_unique
+    for name in frame["filename"]:
+        assert "/" not in name
+        with Image.open(tmp_path / "imgs" / name) as img:
+            assert img.format == "JPEG" and img.mode == "RGB" and img.size == SMALL
+    assert frame[list(CHALLENGE_TARGETS)].stack().between(0, 1).all()
+    assert not (tmp_path / "masks").exists()
+
+
+def test_default_layout_passes_the_data_contract(tmp_path):
+    from cvcore.data import read_dataset
+
+    write_dataset(tmp_path, 5, seed=1, workers=1, progress=False, image_size=SMALL)
+    dataset = read_dataset(tmp_path, check_images="full")
+    assert dataset.report.is_clean and list(dataset.targets) == list(CHALLENGE_TARGETS)
+
+
+def test_varied_image_sizes_by_default():
+    sizes = {render_example(0, i).image.size for i in range(12)}
+    assert (674, 506) in sizes and len(sizes) >= 3
+    assert any(h > w for w, h in sizes)
+
+
+def test_extended_columns_and_csv_name(tmp_path):
+    csv = write_dataset(
+        tmp_path, 4, seed=2, workers=1, progress=False, extended=True, csv_name="labels.csv", image_size=SMALL
+    )
+    frame = pd.read_csv(csv)
+    assert csv.name == "labels.csv"
+    assert list(frame.columns) == ["filename", *extended_columns()]
+    for part in PARTS:
+        for prefix in ("perspective_score_", "visible_fraction_", "facing_"):
+            assert frame[prefix + part].between(0, 1).all()
+    assert frame["camera_azimuth"].between(0, 360).all()
+    assert frame["camera_elevation"].between(2.5, 50.5).all()
+    assert (frame["camera_distance"] > CAR.length / 2).all()
+
+
+def test_masks_match_the_rendered_examples(tmp_path):
+    write_dataset(tmp_path, 3, seed=5, workers=1, progress=False, masks=True, image_size=SMALL)
+    ids = json.loads((tmp_path / "masks" / "parts.json").read_text())
+    assert {int(k): v for k, v in ids.items()} == {i: p for p, i in PART_IDS.items()}
+    for index in range(3):
+        mask = np.asarray(Image.open(tmp_path / "masks" / f"car_{index:06d}.png"))
+        expected = render_example(5, index, width=SMALL[0], height=SMALL[1]).mask
+        assert mask.dtype == np.uint8 and np.array_equal(mask, expected)
+        assert mask.max() <= len(PARTS) and (mask > 0).any()
+
+
+def test_refuses_to_mix_data_sets_unless_overwrite(tmp_path):
+    write_dataset(tmp_path, 4, seed=0, workers=1, progress=False, image_size=SMALL)
+    write_dataset(tmp_path, 4, seed=0, workers=1, progress=False, image_size=SMALL)  # same set: fine
+    with pytest.raises(UserError, match="already holds a different synthetic data set"):
+        write_dataset(tmp_path, 3, seed=0, workers=1, progress=False, image_size=SMALL)
+    write_dataset(tmp_path, 3, seed=0, workers=1, progress=False, image_size=SMALL, overwrite=True)
+    assert len(list((tmp_path / "imgs").iterdir())) == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"n": 0}, "positive integer"), ({"n": 2, "seed": -1}, "non-negative"),
+     ({"n": 2, "csv_name": "sub/x.csv"}, "bare file name"), ({"n": 2, "workers": 0}, "workers")],
+)  # fmt: skip
+def test_bad_requests_are_user_errors(tmp_path, kwargs, message):
+    with pytest.raises(UserError, match=message):
+        write_dataset(tmp_path, progress=False, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- labels
+
+
+def test_back_left_door_from_its_canonical_direction_scores_about_one():
+    labels = render_scene(CAR, camera_towards("backdoor_left", 90, 10)).labels
+    assert labels["facing_backdoor_left"] == pytest.approx(1.0, abs=1e-3)
+    assert labels["visible_fraction_backdoor_left"] >= 0.95
+    assert labels["perspective_score_backdoor_left"] >= 0.9
+    assert labels["perspective_score_hood"] < 0.2  # the hood is seen edge-on from the side
+
+
+def test_back_left_door_seen_from_the_right_scores_zero():
+    example = render_scene(CAR, Camera.orbit(CAR.centre, 270, 10, 9, fov_deg=60, width=674, height=506))
+    assert example.labels["perspective_score_backdoor_left"] == 0
+    assert example.labels["visible_fraction_backdoor_left"] == 0
+    assert not (example.mask == PART_IDS["backdoor_left"]).any()
+    assert example.labels["perspective_score_backdoor_right"] >= 0.9
+
+
+def test_hood_from_its_canonical_direction_and_half_cropped():
+    camera = camera_towards("hood", 0, 35)
+    full = render_scene(CAR, camera)
+    assert full.labels["perspective_score_hood"] >= 0.9
+    columns = np.nonzero(full.mask == PART_IDS["hood"])[1]
+    cut = float(np.median(columns))  # move the principal point so the left border runs through here
+    cropped = render_scene(CAR, Camera(**{**camera.__dict__, "shift": (-cut - 0.5, 0.0)}))
+    assert cropped.labels["facing_hood"] == full.labels["facing_hood"]
+    assert cropped.labels["perspective_score_hood"] == pytest.approx(
+        full.labels["perspective_score_hood"] / 2, abs=0.05
+    )
+
+
+def test_occluder_in_front_of_the_door_reduces_its_visible_fraction():
+    camera = camera_towards("backdoor_left", 90, 10)
+    door = part_centre("backdoor_left")
+    box = Clutter("box", (float(door[0]), CAR.width / 2 + 2.0), (0.8, 0.6, 1.2))
+    clear = render_scene(CAR, camera).labels["visible_fraction_backdoor_left"]
+    hidden = render_scene(CAR, camera, clutter=(box,)).labels["visible_fraction_backdoor_left"]
+    assert 0.05 < hidden < clear - 0.2
+
+
+def test_scores_follow_their_definition_on_random_examples():
+    for index in range(8):
+        labels = render_example(9, index, width=337, height=253).labels
+        for part in PARTS:
+            product = labels[f"visible_fraction_{part}"] * labels[f"facing_{part}"]
+            score = labels[f"perspective_score_{part}"]
+            assert score == 0 if product < 0.0199 else score == pytest.approx(product, abs=2e-4)
+
+
+def test_every_part_is_drawn_and_labelled():
+    assert PARTS[0] == "hood" and "backdoor_left" in PARTS and len(set(PARTS)) == len(PARTS) == 23
+    seen: set[int] = set()
+    for azimuth in (30, 150, 210, 330):
+        camera = Camera.orbit(CAR.centre, azimuth, 30, 9, fov_deg=60, width=337, height=253)
+        seen |= set(np.unique(render_scene(CAR, camera).mask).tolist())
+    assert seen == set(range(len(PARTS) + 1))
+
+
+def test_random_cars_cover_every_style():
+    rng = np.random.default_rng(0)
+    styles = {random_car(rng).style for _ in range(60)}
+    assert styles == {"sedan", "hatchback", "suv", "van"}
+
+
+def test_label_stats_and_format():
+    frame = pd.DataFrame({"a": [0.0, 0.0, 0.5, 1.0], "b": [1.0, 0.5, 0.0, 0.0]})
+    stats = label_stats(frame, ["a", "b"])
+    assert stats["targets"]["a"] == {
+        "zeros_pct": 50.0,
+        "mean": 0.375,
+        "std": pytest.approx(0.4146, abs=1e-4),
+        "max": 1.0,
+    }
+    assert stats["correlation"]["pearson"] < -0.8
+    text = format_label_stats(stats)
+    assert "zeros %" in text and "correlation(a, b)" in text
+
+
+def test_library_does_not_import_ray():
+    code = "import sys, cvcore.synth; sys.exit('ray' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_writes_and_prints_statistics(tmp_path, capsys):
+    assert main(["--out", str(tmp_path / "d"), "--n", "4", "--workers", "1", "--size", "160x120", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 4 images" in out and "zeros %" in out and "perspective_score_backdoor_left" in out
+    assert len(pd.read_csv(tmp_path / "d" / "car_imgs_4000.csv")) == 4
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--n", "0"], "argument --n: must be a positive integer, got 0"),
+     (["--n", "x"], "argument --n: must be an integer, got 'x'"),
+     (["--n", "2", "--size", "big"], "argument --size: must look like 674x506")],
+)  # fmt: skip
+def test_cli_rejects_bad_arguments(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path), *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_refuses_a_folder_with_another_data_set(tmp_path, capsys):
+    args = ["--out", str(tmp_path), "--workers", "1", "--size", "160x120", "--quiet"]
+    main([*args, "--n", "2"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run(main, [*args, "--n", "3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--overwrite" in err and "Traceback" not in err
