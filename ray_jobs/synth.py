@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from cvcore.data import DEFAULT_CSV, IMAGE_DIR
+from cvcore.report import dataset_contact_sheet
 from cvcore.synth import CHALLENGE_TARGETS, MASK_DIR, PARTS, format_label_stats, label_stats, write_dataset
 from ray_jobs.cli import run
 
@@ -121,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     frame = pd.read_csv(csv_path)
     print(format_label_stats(label_stats(frame, list(CHALLENGE_TARGETS))))
     print(REAL_STATS)
+    sheet = dataset_contact_sheet(args.out, frame, list(CHALLENGE_TARGETS), args.out / "contact_sheet.png")
+    print(f"contact sheet (check by eye that the scores fit the pictures): {sheet}")
     return 0
 
 

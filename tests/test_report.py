@@ -116,3 +116,18 @@ def test_dataset_contact_sheet_reads_root_imgs(tmp_path):
 )
 def test_score_bins(score, bin_index):
     assert _score_bins(np.array([float(score)]))[0] == bin_index
+
+
+def test_contact_sheet_command_draws_a_data_set_and_refuses_a_missing_one(tmp_path, capsys):
+    from cvcore.synth import write_dataset
+    from ray_jobs import contact_sheet
+
+    write_dataset(tmp_path / "d", 8, seed=1, workers=1, progress=False, image_size=(80, 60))
+    contact_sheet.main([str(tmp_path / "d"), "--n", "4"])
+    assert (tmp_path / "d" / "contact_sheet.png").is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        from ray_jobs.cli import run
+
+        run(contact_sheet.main, [str(tmp_path / "missing")])
+    assert exit_info.value.code == 2
+    assert "does not exist" in capsys.readouterr().err
