@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cvcore.data import read_dataset
+from cvcore.errors import DataError
 from cvcore.report import dataset_contact_sheet
 from ray_jobs.cli import run
 
@@ -29,7 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.n < 1:
         parser.error("--n must be at least 1")
     dataset = read_dataset(args.data_dir, args.csv_name, args.targets, check_images="none")
-    dataset.require_usable()
+    if dataset.frame.empty:
+        raise DataError(f"{args.data_dir} has no usable rows to draw; run ray_jobs.validate on it")
     out = dataset_contact_sheet(dataset.root, dataset.frame, dataset.targets, args.out or args.data_dir / "contact_sheet.png", n=args.n, seed=args.seed)
     print(f"contact sheet: {out}")
     return 0
