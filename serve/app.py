@@ -1,0 +1,426 @@
+"""Ray Serve HTTP endpoint: perspective scores and intake verdicts for car photos.
+
+A request goes through the route first: API key, content type, size (Content-Length before
+reading, then a running count while reading, since chunked bodies declare nothing), then the image
+is decoded and letterboxed by `Predictor.preprocess` (the preprocessing training used) in a small
+thread pool. A bad image therefore fails only its own request. The preprocessed uint8 arrays of
+concurrent requests meet in `_score` (`@serve.batch`), one forward pass per batch.
+
+Endpoints (every error is `{"error": {"code": ..., "message": ...}}`, OpenAPI at `/docs`):
+
+- `POST /predict`: one image, as multipart field `file` or as the raw body with
+  `Content-Type: image/jpeg|image/png|image/webp` ->
+  `{"scores": {target: float}, "verdicts": {target: PartVerdict}, "model": {"id", "backbone", "image_size"}}`.
+- `POST /predict/batch`: multipart field `files`, up to `max_images` ->
+  `{"results": [{"index", "filename", "scores", "verdicts"} | {"index", "filename", "error"}], "model": {...}}`,
+  in upload order. A bad image is reported in its own item (the others are still scored, status
+  200); a bad request as a whole (auth, content type, size, no or too many files) is a 4xx.
+- `GET /model`: model.json (backbone, targets, metrics, training config, data hash), the weights
+  id and the serving settings. `GET /healthz`: liveness, never behind the API key.
+
+Error codes: 400 `empty_body`, `invalid_image` (not an image, truncated, over the pixel limit),
+`bad_request` (malformed multipart); 401 `unauthorized`; 404 `not_found`;
+405 `method_not_allowed`; 413 `body_too_large`, `too_many_images`; 415 `unsupported_media_type`;
+422 `missing_field`.
+
+When the environment variable named by `api_key_env` (default `CARPART_API_KEY`) is set on the
+replica, every endpoint but `/healthz` wants that key as `X-API-Key` or `Authorization: Bearer`.
+The service never fetches anything a client names: images come in the request body only.
+"""
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import Depends, FastAPI, Request, Security
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve import metrics
+from ray.serve.deployment import Application
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from cvcore.errors import ImageError
+from cvcore.intake import IntakeThresholds, PartVerdict, judge
+from cvcore.model import Predictor, load_model
+
+logger = logging.getLogger("ray.serve")
+
+RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
+MULTIPART = "multipart/form-data"
+DECODE_THREADS = 2
+"""Images decoded at once per replica: bounds the memory of large uploads (a 64-megapixel PNG
+decodes to about 200 MB) and leaves the CPU to the forward pass."""
+LATENCY_BUCKETS_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000]
+BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64]
+AUTOSCALING = {
+    "min_replicas": 1,
+    "max_replicas": 2,
+    "target_ongoing_requests": 16,
+    "look_back_period_s": 15,
+    "upscale_delay_s": 5,
+    "downscale_delay_s": 30,
+}
+"""Defaults for `serve run`, the same as serve/config.yaml: one replica per core on a 2-core
+machine; the short look-back makes a replica come within seconds of a burst."""
+
+
+class AppArgs(BaseModel):
+    """Arguments of `build_app` (`serve run ... key=value`, or `args:` in serve/config.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str = Field(description="checkpoint directory, or a train/tune output holding best/")
+    max_batch_size: int = Field(16, ge=1, description="images per forward pass")
+    batch_wait_timeout_s: float = Field(0.01, ge=0, description="how long a batch waits to fill up")
+    max_images: int = Field(16, ge=1, description="images per /predict/batch request")
+    max_body_bytes: int = Field(20_000_000, ge=1, description="request body limit, batch requests included")
+    thresholds: IntakeThresholds = IntakeThresholds()
+    api_key_env: str = Field("CARPART_API_KEY", description="environment variable holding the API key")
+
+
+class ModelInfo(BaseModel):
+    id: str = Field(description="first 12 hex digits of the SHA-256 of the loaded weights")
+    backbone: str
+    image_size: int
+
+
+class Prediction(BaseModel):
+    scores: dict[str, float]
+    verdicts: dict[str, PartVerdict]
+    model: ModelInfo
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class BatchItem(BaseModel):
+    """One image of a batch request: scores and verdicts, or the error of that image alone."""
+
+    index: int
+    filename: str | None = None
+    scores: dict[str, float] | None = None
+    verdicts: dict[str, PartVerdict] | None = None
+    error: ErrorBody | None = None
+
+
+class BatchPrediction(BaseModel):
+    results: list[BatchItem]
+    model: ModelInfo
+
+
+class ApiError(Exception):
+    """A problem with the request, answered as `{"error": {"code", "message"}}` with `status`."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+def _binary(description: str) -> dict[str, Any]:
+    return {"type": "string", "format": "binary", "description": description}
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "empty body, invalid image, malformed request",
+        401: "missing or wrong API key",
+        413: "body over the size limit, too many images",
+        415: "unsupported Content-Type",
+        422: "missing form field",
+    }.items()
+}
+SINGLE_IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            MULTIPART: {"schema": {"type": "object", "required": ["file"], "properties": {"file": _binary("the photo")}}},
+            **{media_type: {"schema": _binary("the photo")} for media_type in RAW_IMAGE_TYPES},
+        },
+    }
+}
+BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            MULTIPART: {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {"files": {"type": "array", "items": _binary("one photo per part")}},
+                }
+            }
+        },
+    }
+}
+
+api = FastAPI(
+    title="Car part perspective scores",
+    description="How well a car photo shows each car part (0 = not visible, 1 = whole and head-on), "
+    "with an accept/retake verdict per part.",
+)
+
+
+@api.exception_handler(ApiError)
+async def _api_error(request: Request, err: ApiError) -> JSONResponse:
+    return JSONResponse({"error": {"code": err.code, "message": err.message}}, err.status, headers=err.headers)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+    """Unknown paths and methods get the same error shape as everything else."""
+    code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+    return JSONResponse({"error": {"code": code, "message": str(err.detail)}}, err.status_code, headers=err.headers)
+
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+_bearer = HTTPBearer(auto_error=False)
+
+
+def presented_key(
+    x_api_key: str | None = Security(_api_key_header),
+    bearer: HTTPAuthorizationCredentials | None = Security(_bearer),
+) -> str | None:
+    """The key the client sent, as `X-API-Key` or `Authorization: Bearer` (declared so /docs offers both)."""
+    return x_api_key or (bearer.credentials if bearer else None)
+
+
+@dataclass(frozen=True)
+class ApiKeyCheck:
+    """The API key from the replica's environment; `expected=None` leaves the service open."""
+
+    expected: bytes | None
+
+    @classmethod
+    def from_env(cls, name: str) -> "ApiKeyCheck":
+        key = os.environ.get(name)
+        if not key:
+            logger.warning("%s is not set: the service accepts requests without an API key", name)
+        return cls(key.encode() if key else None)
+
+    def check(self, presented: str | None) -> None:
+        if self.expected is None:
+            return
+        # compare_digest takes the same time wherever the strings differ: no timing oracle.
+        if presented is None or not hmac.compare_digest(presented.encode(), self.expected):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "missing or wrong API key: send it as X-API-Key or Authorization: Bearer",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+
+class ServiceMetrics:
+    """Request count and latency per endpoint and status, and batch sizes, exported by Ray to
+    Prometheus (`ray_carpart_*`); Ray Serve tags them with deployment, replica and application."""
+
+    def __init__(self) -> None:
+        self.requests = metrics.Counter(
+            "carpart_requests", description="requests by endpoint and HTTP status", tag_keys=("endpoint", "status")
+        )
+        self.latency_ms = metrics.Histogram(
+            "carpart_request_latency_ms",
+            description="time in the replica per request, reading the body included",
+            boundaries=LATENCY_BUCKETS_MS,
+            tag_keys=("endpoint",),
+        )
+        self.batch_size = metrics.Histogram(
+            "carpart_batch_size", description="images per forward pass", boundaries=BATCH_SIZE_BUCKETS
+        )
+
+    @contextmanager
+    def track(self, endpoint: str) -> Iterator[None]:
+        start = time.perf_counter()
+        status = 500
+        try:
+            yield
+            status = 200
+        except ApiError as err:
+            status = err.status
+            raise
+        finally:
+            self.requests.inc(tags={"endpoint": endpoint, "status": str(status)})
+            self.latency_ms.observe((time.perf_counter() - start) * 1000, tags={"endpoint": endpoint})
+
+
+def weights_id(predictor: Predictor) -> str:
+    """A short fingerprint of the weights actually loaded, so a response names the exact model."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(predictor.model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1}, autoscaling_config=AUTOSCALING)
+@serve.ingress(api)
+class CarPartScorer:
+    """One replica: the model, a decode pool and the batch queue."""
+
+    def __init__(self, args: AppArgs):
+        self.args = args
+        self.predictor = load_model(args.checkpoint)
+        self.info = ModelInfo(
+            id=weights_id(self.predictor), backbone=self.predictor.spec.backbone, image_size=self.predictor.image_size
+        )
+        self.api_key = ApiKeyCheck.from_env(args.api_key_env)
+        self.decode_pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode")
+        self.metrics = ServiceMetrics()
+        self._score.set_max_batch_size(args.max_batch_size)
+        self._score.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok", "model": self.info.id}
+
+    @api.get("/model", responses=ERROR_RESPONSES)
+    async def model(self, key: str | None = Depends(presented_key)) -> dict[str, Any]:
+        """model.json of the checkpoint, the weights id and the serving settings."""
+        self.api_key.check(key)
+        serving = self.args.model_dump(mode="json", exclude={"checkpoint"})  # no server paths to clients
+        return {**self.predictor.meta, "id": self.info.id, "serving": serving}
+
+    @api.post(
+        "/predict",
+        response_model=Prediction,
+        response_model_exclude_none=True,
+        responses=ERROR_RESPONSES,
+        openapi_extra=SINGLE_IMAGE_BODY,
+    )
+    async def predict(self, request: Request, key: str | None = Depends(presented_key)) -> Prediction:
+        """Scores and verdicts for one photo."""
+        with self.metrics.track("/predict"):
+            self.api_key.check(key)
+            media_type = _media_type(request)
+            if media_type in RAW_IMAGE_TYPES:
+                data = b"".join([chunk async for chunk in self._body(request)])
+            elif media_type == MULTIPART:
+                files = await self._form_files(request, "file")
+                if len(files) > 1:
+                    raise ApiError(413, "too_many_images", f"/predict takes one image, got {len(files)}; use /predict/batch")
+                data = files[0][1]
+            else:
+                raise self._unsupported(media_type, "a multipart field 'file', or the raw image as " + ", ".join(RAW_IMAGE_TYPES))
+            scores, verdicts = await self._predict(data)
+            return Prediction(scores=scores, verdicts=verdicts, model=self.info)
+
+    @api.post(
+        "/predict/batch",
+        response_model=BatchPrediction,
+        response_model_exclude_none=True,
+        responses=ERROR_RESPONSES,
+        openapi_extra=BATCH_BODY,
+    )
+    async def predict_batch(self, request: Request, key: str | None = Depends(presented_key)) -> BatchPrediction:
+        """Scores and verdicts for several photos, in upload order; a bad image fails only its item."""
+        with self.metrics.track("/predict/batch"):
+            self.api_key.check(key)
+            media_type = _media_type(request)
+            if media_type != MULTIPART:
+                raise self._unsupported(media_type, "multipart/form-data with the images in field 'files'")
+            files = await self._form_files(request, "files")
+            if len(files) > self.args.max_images:
+                raise ApiError(413, "too_many_images", f"{len(files)} images is over the limit of {self.args.max_images} per request")
+            results = await asyncio.gather(*(self._batch_item(i, name, data) for i, (name, data) in enumerate(files)))
+            return BatchPrediction(results=results, model=self.info)
+
+    async def _batch_item(self, index: int, filename: str | None, data: bytes) -> BatchItem:
+        try:
+            scores, verdicts = await self._predict(data)
+        except ApiError as err:
+            return BatchItem(index=index, filename=filename, error=ErrorBody(code=err.code, message=err.message))
+        return BatchItem(index=index, filename=filename, scores=scores, verdicts=verdicts)
+
+    async def _predict(self, data: bytes) -> tuple[dict[str, float], dict[str, PartVerdict]]:
+        try:
+            image = await asyncio.get_running_loop().run_in_executor(self.decode_pool, self.predictor.preprocess, data)
+        except ImageError as err:
+            raise ApiError(400, "invalid_image", str(err)) from None
+        row = await self._score(image)
+        scores = {target: float(value) for target, value in zip(self.predictor.targets, row)}
+        return scores, judge(scores, self.args.thresholds)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def _score(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """One forward pass for the images of concurrent requests (sizes set from AppArgs in __init__)."""
+        self.metrics.batch_size.observe(len(images))
+        scores = await asyncio.to_thread(self.predictor.predict_arrays, np.stack(images))
+        return list(scores)
+
+    async def _body(self, request: Request) -> AsyncIterator[bytes]:
+        """The request body, refused when empty or past `max_body_bytes`: from Content-Length before
+        reading, then by counting while reading (chunked bodies declare no length)."""
+        limit = self.args.max_body_bytes
+        declared = request.headers.get("content-length", "")  # the HTTP server has checked it is a number
+        if declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, "body_too_large", f"the body is {int(declared):,} bytes, over the limit of {limit:,}")
+        received = 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise ApiError(413, "body_too_large", f"the body is over the limit of {limit:,} bytes")
+            yield chunk
+        if received == 0:
+            raise ApiError(400, "empty_body", "the request body is empty")
+
+    async def _form_files(self, request: Request, field: str) -> list[tuple[str | None, bytes]]:
+        """(filename, bytes) of every file in multipart `field`, the body limit applied while parsing."""
+        parser = MultiPartParser(request.headers, self._body(request))
+        parser.spool_max_size = self.args.max_body_bytes  # bounded, and needed in memory anyway: no temp files
+        try:
+            form = await parser.parse()
+        except MultiPartException as err:
+            raise ApiError(400, "bad_request", f"malformed multipart body: {err.message}") from None
+        try:
+            values = form.getlist(field)
+            if not values:
+                raise ApiError(422, "missing_field", f"no file in multipart field {field!r}")
+            if not all(isinstance(value, UploadFile) for value in values):
+                raise ApiError(422, "missing_field", f"multipart field {field!r} must hold file uploads, not text")
+            return [(value.filename, await value.read()) for value in values]
+        finally:
+            await form.close()
+
+    @staticmethod
+    def _unsupported(media_type: str, expected: str) -> ApiError:
+        return ApiError(415, "unsupported_media_type", f"Content-Type {media_type or '(none)'} is not supported; send {expected}")
+
+
+def build_app(args: AppArgs) -> Application:
+    """Application builder: `serve run serve.app:build_app checkpoint=DIR [max_batch_size=16 ...]`.
+
+    The checkpoint path is made absolute here, where the caller's working directory is known.
+    `max_ongoing_requests` is twice the batch size, so that the next batch fills while one runs
+    (below the batch size, batches could never fill).
+    """
+    args = args.model_copy(update={"checkpoint": str(Path(args.checkpoint).expanduser().resolve())})
+    return CarPartScorer.options(max_ongoing_requests=2 * args.max_batch_size).bind(args)
