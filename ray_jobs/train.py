@@ -272,19 +272,35 @@ def read_history(output: str | Path) -> list[dict[str, Any]]:
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
-def scaling_for(num_workers: int, use_gpu: bool, cpus_per_worker: int | None) -> ScalingConfig:
-    """Workers sized from the cluster; refuse what can never be placed (Ray would retry forever)."""
+def scaling_for(num_workers: int, use_gpu: bool, cpus_per_worker: int | None, wait_for_nodes: float = 0.0) -> ScalingConfig:
+    """Workers sized from the cluster; refuse what cannot be placed (Ray would retry forever).
+
+    On an autoscaling cluster (`cluster.yaml` starts with no workers) `wait_for_nodes` seconds let
+    the autoscaler add nodes for the request first.
+    """
     total = ray.cluster_resources()
     if cpus_per_worker is None:
         cpus_per_worker = 2 if use_gpu else max(1, int(total.get("CPU", 1) // num_workers))
-    resources = {"CPU": cpus_per_worker}
-    need_cpu = num_workers * cpus_per_worker
-    if need_cpu > total.get("CPU", 0) or (use_gpu and num_workers > total.get("GPU", 0)):
+    bundle = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+
+    def fits(resources: dict[str, float]) -> bool:
+        return all(num_workers * amount <= resources.get(name, 0) for name, amount in bundle.items())
+
+    if not fits(total) and wait_for_nodes > 0:
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=[bundle] * num_workers)
+        print(f"waiting up to {wait_for_nodes:g} s for the autoscaler to add nodes for {num_workers} x {bundle}", flush=True)
+        deadline = time.monotonic() + wait_for_nodes
+        while not fits(total := ray.cluster_resources()) and time.monotonic() < deadline:
+            time.sleep(5)
+    if not fits(total):
         raise UserError(
             f"{num_workers} worker(s) x {cpus_per_worker} CPU{' + 1 GPU' if use_gpu else ''} do not fit this cluster "
             f"({total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs); lower --num-workers or --cpus-per-worker"
+            + ("" if wait_for_nodes else ", or give an autoscaling cluster time with --wait-for-nodes SECONDS")
         )
-    return ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources)
+    return ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker})
 
 
 def build_trainer(
@@ -329,6 +345,7 @@ def train(
     max_failures: int = 2,
     keep_checkpoints: int = 2,
     targets: Sequence[str] | None = None,
+    wait_for_nodes: float = 0.0,
 ) -> dict[str, Any]:
     output = Path(output).resolve()
     output.mkdir(parents=True, exist_ok=True)
@@ -337,7 +354,7 @@ def train(
             raise CheckpointError(f"weights to start from not found: {cfg.init_from}")
         cfg.init_from = str(Path(cfg.init_from).resolve())  # workers may run elsewhere
     init_ray()
-    scaling = scaling_for(num_workers, use_gpu, cpus_per_worker)
+    scaling = scaling_for(num_workers, use_gpu, cpus_per_worker, wait_for_nodes)
     payload = load_training_data(data, output, cfg, targets)
     n_train = len(payload["splits"]["train"]["images"])
     n_val = len(payload["splits"]["val"]["images"])
@@ -421,6 +438,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (default 1)")
     parser.add_argument("--cpus-per-worker", type=int, help="CPUs per worker (default: all CPUs / workers; 2 with --use-gpu)")
     parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker, bf16 autocast, channels-last")
+    parser.add_argument("--wait-for-nodes", type=float, default=0.0, metavar="SECONDS",
+                        help="on an autoscaling cluster, wait this long for nodes that fit the workers (default 0: refuse at once)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -452,6 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_name=args.run_name,
         max_failures=args.max_failures,
         targets=args.targets.split(",") if args.targets else None,
+        wait_for_nodes=args.wait_for_nodes,
     )
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -22,11 +23,32 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return root
 
 
+def _pick_free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """A function returning a free loopback port (other Ray instances may hold the usual ones)."""
+    return _pick_free_port
+
+
 @pytest.fixture(scope="module")
 def ray_session():
-    """A 2-CPU local Ray for the module; the dashboard stays on (Tune needs its State API)."""
+    """A fresh 2-CPU Ray for the module (address="local": never someone else's), dashboard on a free port.
+
+    The dashboard's State API must be on where Tune drives Train. Train's placement-group cleaner
+    finds it through RAY_API_SERVER_ADDRESS, else by scanning the machine, which goes wrong when
+    other Ray instances run here: the worker groups of stopped trials are never freed and later
+    trials hang. Workers inherit the variable from the raylet, which inherits it from this process.
+    """
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=True, configure_logging=False)
-    yield ray
-    ray.shutdown()
+    port = _pick_free_port()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_API_SERVER_ADDRESS", f"http://127.0.0.1:{port}")
+        ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, configure_logging=False)
+        yield ray
+        ray.shutdown()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import struct
 import zlib
 from pathlib import Path
@@ -65,12 +64,6 @@ def png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A train output holding best/: an untrained resnet10t whose head is biased to 0.5, so that
@@ -89,7 +82,7 @@ def predictor(run_dir):
 
 
 @pytest.fixture(scope="module")
-def base_url(run_dir):
+def base_url(run_dir, free_port):
     """One Ray instance and two applications: an open one at / and one behind an API key at /secured."""
     os.environ[KEY_ENV] = API_KEY  # the replicas inherit the environment of the Ray instance
     os.environ.pop(NO_KEY_ENV, None)
