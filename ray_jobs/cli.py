@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 
@@ -22,12 +24,31 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
 
 
 def init_ray(num_cpus: int | None = None) -> None:
-    """Join the cluster this job was submitted to (RAY_ADDRESS), or start a local one.
+    """Join the cluster this job was submitted to (RAY_ADDRESS), or start a fresh local Ray.
 
-    The dashboard stays on: Tune driving Train trials needs its State API (without it, every trial
-    after the first hangs).
+    The dashboard stays on: Tune driving Train trials needs its State API, which Train's
+    placement-group cleaner finds through RAY_API_SERVER_ADDRESS; without it the cleaner scans the
+    machine, fails when several Ray instances run there, never frees the workers of trials ASHA
+    stopped, and later trials hang. A local Ray therefore gets its dashboard on a free port and the
+    variable set before it starts (the raylet, hence every worker, inherits it).
     """
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, include_dashboard=True, configure_logging=False)
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(include_dashboard=True, configure_logging=False)
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=port,
+        configure_logging=False,
+    )
+    print(f"Ray dashboard: http://127.0.0.1:{port}", flush=True)

@@ -125,7 +125,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     cfg.step.channels_last = cfg.step.channels_last or use_gpu
     torch.manual_seed(cfg.seed + rank)
     if not use_gpu:
-        torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
+        torch.set_num_threads(max(1, round(config["cpus_per_worker"])))
 
     splits = ray.get(data["splits"])  # an ObjectRef: every node fetches the arrays from the object store
     train, val = splits["train"], splits["val"]

@@ -1,0 +1,180 @@
+"""Ray Tune over Ray Train trials on a tiny synthetic set (2 CPUs): ASHA stops trials early, the best
+trial's export loads and predicts, the summary matches Tune's own records, an interrupted search
+resumes without redoing finished work, and bad requests end in one clear error line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from cvcore.model import load_model, read_meta
+from ray_jobs import prepare, tune
+from ray_jobs.cli import run
+
+pytestmark = pytest.mark.slow
+TARGETS = ["perspective_score_hood", "perspective_score_backdoor_left"]
+SPACE = {
+    "backbone": "test_resnet",
+    "lr": {"loguniform": [1.0e-4, 1.0e-2]},
+    "batch_size": 8,
+    "image_size": {"choice": [32, 40]},
+    "step.loss": {"choice": ["mse", "huber", "l1"]},
+    "augment.strength": {"uniform": [0.0, 1.0]},
+    "warmup_epochs": 0.5,
+    "aux_columns": [],
+}
+
+
+@pytest.fixture(scope="module")
+def prepared_dir(tiny_dataset, tmp_path_factory, ray_session):
+    out = tmp_path_factory.mktemp("prepared")
+    prepare.prepare(tiny_dataset, out, size=40, targets=TARGETS)
+    return out
+
+
+def write_config(path: Path, space=SPACE, **search) -> Path:
+    path.write_text(yaml.safe_dump({"search": {"seed": 0, **search}, "space": space}))
+    return path
+
+
+def trial_histories(experiment: Path) -> dict[str, list[dict]]:
+    """Tune's own record of every trial: the results in each trial folder's result.json."""
+    return {
+        result.parent.name: [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        for result in experiment.glob("*/result.json")
+    }
+
+
+@pytest.fixture(scope="module")
+def searched(prepared_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("tune")
+    config = write_config(root / "space.yaml", num_samples=4, max_epochs=3, grace_period=1, reduction_factor=2)
+    output = root / "out"
+    start = time.perf_counter()
+    # 2 CPUs per worker: one trial at a time, so they reach each ASHA rung in a fixed order and,
+    # training being seeded, ASHA's decisions repeat from run to run.
+    assert tune.main(["--data", str(prepared_dir), "--output", str(output), "--config", str(config), "--cpus-per-worker", "2"]) == 0
+    print(f"4 trials took {time.perf_counter() - start:.0f} s")
+    return output
+
+
+def test_asha_stops_trials_early_and_the_summary_matches_the_trials(searched):
+    summary = pd.read_csv(searched / tune.SUMMARY_FILE)
+    histories = trial_histories(searched / "ray_results" / tune.EXPERIMENT)
+    assert len(summary) == 4 and set(summary["trial_id"]) == set(histories)
+    assert summary["stopped_early"].any() and (summary.loc[summary["stopped_early"], "ended"] == "asha").all()
+    assert (summary["ended"] != "error").all()
+    for row in summary.itertuples():
+        epochs = [r["epoch"] for r in histories[row.trial_id]]
+        assert epochs == list(range(1, len(epochs) + 1))  # a report per epoch, none repeated
+        assert row.last_epoch == epochs[-1] <= 3
+        assert row.stopped_early == (row.last_epoch < 3)
+        assert row.best_val_mae == pytest.approx(min(r["val_mae"] for r in histories[row.trial_id]))
+        assert row.lr == pytest.approx(histories[row.trial_id][0]["config"]["lr"])
+    assert summary["best_val_mae"].is_monotonic_increasing
+    assert summary["last_epoch"].sum() < 4 * 3  # ASHA saved trial-epochs
+
+
+def test_best_export_loads_predicts_and_describes_its_trial(searched, tiny_dataset):
+    summary = pd.read_csv(searched / tune.SUMMARY_FILE)
+    best = summary.iloc[0]
+    meta = read_meta(searched / "best")
+    assert meta["metrics"]["val_mae"] == pytest.approx(best["best_val_mae"])
+    assert meta["training_config"]["lr"] == pytest.approx(best["lr"]) and meta["image_size"] == best["image_size"]
+    assert meta["targets"] == TARGETS and meta["aux_targets"] == []
+    best_config = yaml.safe_load((searched / tune.BEST_CONFIG_FILE).read_text())
+    assert best_config["lr"] == pytest.approx(best["lr"]) and best_config["step"]["loss"] == best["step.loss"]
+    predictor = load_model(searched / "best")
+    scores = predictor.predict(sorted((tiny_dataset / "imgs").glob("car_*.jpg"))[:3])
+    assert scores.shape == (3, 2) and ((scores >= 0) & (scores <= 1)).all()
+    assert list((searched / "ray_results" / tune.EXPERIMENT).glob("*/events.out.tfevents.*"))
+
+
+def fails_with(argv: list[str], capsys) -> str:
+    """Run the command line as a user would; return its one-line error."""
+    with pytest.raises(SystemExit) as exit_info:
+        run(tune.main, argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and "Traceback" not in err
+    return err
+
+
+def test_a_second_search_into_the_same_output_is_refused(searched, prepared_dir, capsys):
+    err = fails_with(["--data", str(prepared_dir), "--output", str(searched)], capsys)
+    assert "already holds another search" in err and "--resume" in err
+
+
+@pytest.mark.parametrize(
+    "config_text, flags, message",
+    [
+        ("space: {backbone: resnet10t, colour: red}", [], "unknown key(s) in space: colour"),
+        ("space: {step.lossy: {choice: [mse]}}", [], "unknown key(s) in space.step: lossy"),
+        ("space: {lr: {gaussian: [0, 1]}}", [], "space.lr must be a constant or one of"),
+        ("space: {lr: {loguniform: [0.0, 1.0e-2]}}", [], "loguniform needs 0 < lo < hi"),
+        ("space: {lr: {loguniform: [3e-4, 1.0e-2]}}", [], "write 3.0e-4"),
+        ("space: {batch_size: {uniform: [8, 32]}}", [], "space.batch_size must be int"),
+        ("space: {step.loss: {choice: [mse, hinge]}}", [], "loss must be mse, l1 or huber"),
+        ("space: {backbone: {choice: [resnet18, resnet_nine]}}", [], "'resnet_nine' is not a timm model"),
+        ("space: {epochs: 5}", [], "search.max_epochs"),
+        ("search: {samples: 3}\nspace: {lr: 0.001}", [], "unknown key(s) in"),
+        ("space: {lr: 0.001}\nextra: 1", [], "unknown section(s)"),
+        ("space: [lr", [], "is not valid YAML"),
+        ("space: {lr: 0.001}", ["--num-samples", "0"], "num-samples must be at least 1"),
+        ("space: {lr: 0.001}", ["--max-epochs", "2", "--grace-period", "3"], "grace-period (3) cannot exceed max-epochs (2)"),
+    ],
+)
+def test_bad_search_requests_are_one_line_errors(tmp_path, capsys, config_text, flags, message):
+    config = tmp_path / "space.yaml"
+    config.write_text(config_text)
+    err = fails_with(["--data", str(tmp_path), "--output", str(tmp_path / "out"), "--config", str(config), *flags], capsys)
+    assert message in err
+
+
+def test_missing_data_and_requests_too_big_for_the_cluster_are_refused(prepared_dir, tmp_path, capsys, ray_session):
+    config = str(write_config(tmp_path / "space.yaml", num_samples=2, max_epochs=1))
+    err = fails_with(["--data", str(tmp_path / "nowhere"), "--output", str(tmp_path / "a"), "--config", config], capsys)
+    assert "nowhere" in err
+    err = fails_with(["--data", str(prepared_dir), "--output", str(tmp_path / "b"), "--config", config, "--workers-per-trial", "3"], capsys)
+    assert "do not fit this cluster" in err
+    err = fails_with(["--resume", "--data", str(prepared_dir), "--output", str(tmp_path / "c")], capsys)
+    assert "no search to resume" in err
+
+
+def test_an_interrupted_search_resumes_without_redoing_finished_work(prepared_dir, tmp_path, ray_session):
+    """Kill the driver once a trial has finished, then --resume: the same trials finish, every epoch once."""
+    config = write_config(tmp_path / "space.yaml", num_samples=3, max_epochs=2, scheduler="fifo")
+    output = tmp_path / "out"
+    argv = ["--data", str(prepared_dir), "--output", str(output), "--config", str(config)]
+    experiment = output / "ray_results" / tune.EXPERIMENT
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}  # a second driver on this cluster
+    log = (tmp_path / "driver.log").open("w")
+    driver = subprocess.Popen([sys.executable, "-m", "ray_jobs.tune", *argv], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while not any(r["epoch"] == 2 for h in trial_histories(experiment).values() for r in h):
+            assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no trial finished within 4 minutes"
+            time.sleep(0.5)
+    finally:
+        driver.kill()
+        driver.wait()
+    before = trial_histories(experiment)
+    assert not (output / tune.SUMMARY_FILE).exists()
+
+    assert tune.main(["--resume", *argv]) == 0
+    summary = pd.read_csv(output / tune.SUMMARY_FILE)
+    after = trial_histories(experiment)
+    assert len(summary) == 3 and set(before) <= set(summary["trial_id"]) == set(after)
+    assert (summary["ended"] == "completed").all()
+    for trial_id, history in after.items():
+        assert [r["epoch"] for r in history] == [1, 2]  # resumed trials went on from their checkpoints
+        assert history[: len(before.get(trial_id, []))] == before.get(trial_id, [])
+    assert load_model(output / "best").targets == TARGETS
