@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,6 +24,7 @@ from torchvision.io import decode_jpeg, encode_jpeg
 from safetensors.torch import load_file, save_file
 from torchvision.transforms.v2.functional import gaussian_blur
 
+from cvcore.errors import UserError
 from cvcore.metrics import MetricSums
 
 
@@ -42,6 +44,9 @@ class AugmentConfig:
     blur_prob: float = 0.15
     jpeg_prob: float = 0.2
     flip: bool = True
+
+
+LOSSES = ("mse", "l1", "huber")
 
 
 @dataclass
@@ -72,6 +77,18 @@ class TrainConfig:
     seed: int = 0
     step: StepConfig = field(default_factory=StepConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def check(self, where: str = "config") -> None:
+        """Refuse values every training run would fail on, before any compute starts."""
+        if not timm.is_model(self.backbone):
+            raise UserError(f"{where}: {self.backbone!r} is not a timm model name (see timm.list_models())")
+        for name in ("epochs", "batch_size", "image_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{where}: {name} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise UserError(f"{where}: lr must be positive, got {self.lr}")
+        if self.step.loss not in LOSSES:
+            raise UserError(f"{where}: loss must be one of {', '.join(LOSSES)}, got {self.step.loss!r}")
 
 
 class ArrayLoader:

@@ -412,13 +412,7 @@ def config_from_args(args: argparse.Namespace) -> engine.TrainConfig:
     if args.freeze_backbone:
         data["freeze_backbone"] = True
     cfg = from_dict(engine.TrainConfig, data)
-    for name in ("epochs", "batch_size", "image_size"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.lr <= 0:
-        raise UserError(f"--lr must be positive, got {cfg.lr}")
-    if cfg.step.loss not in ("mse", "l1", "huber"):
-        raise UserError(f"loss must be mse, l1 or huber, got {cfg.step.loss!r}")
+    cfg.check("training settings")
     return cfg
 
 

@@ -34,7 +34,6 @@ from typing import Any
 import pandas as pd
 import ray
 import ray.train
-import timm
 import yaml
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
@@ -128,7 +127,7 @@ def search_space(request: TuneRequest) -> dict[str, Any]:
         if kind and name == "aux_columns":
             raise UserError(f"{where} must be a constant: the data are loaded once for every trial")
         for candidate in _candidates(kind, args):
-            _check_trial_config(from_dict(engine.TrainConfig, _nest({name: candidate}), "space"), where)
+            from_dict(engine.TrainConfig, _nest({name: candidate}), "space").check(where)
         flat[name] = value if kind is None else tune.choice(args) if kind == "choice" else getattr(tune, kind)(*args)
     return {**_nest(flat), "epochs": settings.max_epochs}
 
@@ -155,19 +154,6 @@ def _distribution(value: Any, where: str) -> tuple[str | None, Any]:
 def _candidates(kind: str | None, args: Any) -> list[Any]:
     """Values that stand for a parameter when checking it: every choice, both bounds, or the constant."""
     return [args] if kind is None else args
-
-
-def _check_trial_config(cfg: engine.TrainConfig, where: str) -> None:
-    """Values every trial would fail on. The range checks mirror `ray_jobs.train.config_from_args`."""
-    if not timm.is_model(cfg.backbone):
-        raise UserError(f"{where}: {cfg.backbone!r} is not a timm model name")
-    for name in ("batch_size", "image_size"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"{where}: {name} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.lr <= 0:
-        raise UserError(f"{where}: lr must be positive, got {cfg.lr}")
-    if cfg.step.loss not in ("mse", "l1", "huber"):
-        raise UserError(f"{where}: loss must be mse, l1 or huber, got {cfg.step.loss!r}")
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:

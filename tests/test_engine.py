@@ -129,3 +129,22 @@ def test_training_state_round_trip_without_pickle(tmp_path):
     assert fresh.param_groups[0]["lr"] == 0.1
     for key in ("exp_avg", "exp_avg_sq"):
         assert torch.equal(fresh.state_dict()["state"][0][key], optimizer.state_dict()["state"][0][key])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"backbone": "resnet_nine"}, "'resnet_nine' is not a timm model name"),
+        ({"epochs": 0}, "epochs must be at least 1"),
+        ({"lr": 0.0}, "lr must be positive"),
+        ({"step": engine.StepConfig(loss="hinge")}, "loss must be one of mse, l1, huber"),
+    ],
+)
+def test_train_config_refuses_values_every_run_would_fail_on(change, message):
+    from dataclasses import replace
+
+    from cvcore.errors import UserError
+
+    engine.TrainConfig().check()
+    with pytest.raises(UserError, match=message):
+        replace(engine.TrainConfig(), **change).check("cfg")
