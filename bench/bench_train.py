@@ -2,7 +2,7 @@
 
 Also the ingest path alone (batches + augmentation, no model), which must outrun the model by 5x.
 
-    python bench/bench_train.py --data PREPARED_OR_RAW_DIR [--backbone resnet18] [--image-size 96] [--epochs 3]
+    python bench/bench_train.py --data PREPARED_OR_RAW_DIR [--backbone resnet18] [--image-size 64] [--epochs 3]
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True)
     parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from cvcore import prepare as prepared
 from cvcore.data import read_dataset

@@ -421,7 +421,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", help="any timm model name (default resnet18)")
     parser.add_argument("--epochs", type=int, help="maximum epochs (default 20; early stopping may end sooner)")
     parser.add_argument("--batch-size", type=int, help="per-worker batch size (default 64)")
-    parser.add_argument("--image-size", type=int, help="square input side in pixels (default 96)")
+    parser.add_argument("--image-size", type=int, help="square input side in pixels (default 64)")
     parser.add_argument("--lr", type=float, help="peak learning rate of AdamW (default 2e-3)")
     parser.add_argument("--init-from", "--pretrained", dest="init_from", metavar="PATH",
                         help="start from these weights: one of our checkpoint folders (fine-tuning; the head is swapped "
