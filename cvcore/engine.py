@@ -62,7 +62,7 @@ class TrainConfig:
     """Everything a training run needs besides the data and the cluster; the defaults run on a laptop."""
 
     backbone: str = "resnet18"
-    image_size: int = 64  # measured: on CPU, more images beat more pixels (bench/RESULTS.md)
+    image_size: int = 64  # the size bench/bench_quality.py reaches its goal at on 2 CPU cores
     epochs: int = 20
     batch_size: int = 64
     lr: float = 2e-3
