@@ -26,7 +26,7 @@ from ray_jobs.cli import init_ray
 def plain_loop(images, labels, aspect, cfg: engine.TrainConfig, epochs: int, threads: int) -> float:
     """The same epoch function, no Ray: images/s of the last epochs (the first warms up)."""
     torch.set_num_threads(threads)
-    spec = ModelSpec(cfg.backbone, ["a", "b"], cfg.image_size)
+    spec = ModelSpec(cfg.backbone, [f"target_{i}" for i in range(labels.shape[1])], cfg.image_size)
     model = build_model(spec)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     loader = engine.ArrayLoader(images, labels, aspect, cfg.batch_size, shuffle=True)
@@ -34,7 +34,7 @@ def plain_loop(images, labels, aspect, cfg: engine.TrainConfig, epochs: int, thr
     plan = engine.side_swap_plan(spec.outputs)
     rates = []
     for _ in range(epochs):
-        stats = engine.train_one_epoch(model, loader, optimizer, scheduler, torch.ones(2), plan, cfg.augment, cfg.step, torch.device("cpu"), torch.Generator())
+        stats = engine.train_one_epoch(model, loader, optimizer, scheduler, torch.ones(labels.shape[1]), plan, cfg.augment, cfg.step, torch.device("cpu"), torch.Generator())
         rates.append(stats["images_per_s"])
     return float(np.mean(rates[1:] or rates))
 
