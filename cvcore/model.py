@@ -251,7 +251,7 @@ class Predictor:
     @torch.no_grad()
     def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
         """Scores for a uint8 batch (N, S, S, 3) already preprocessed."""
-        images = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        images = torch.tensor(batch, device=self.device)  # a copy: batches may be read-only views
         images = images.permute(0, 3, 1, 2).float().div_(255.0)
         return self.model.scores(images).cpu().numpy()
 

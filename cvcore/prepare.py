@@ -121,7 +121,7 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
         return images
     out = np.empty((len(images), size, size, 3), np.uint8)
     for start in range(0, len(images), 256):
-        chunk = torch.from_numpy(images[start : start + 256]).permute(0, 3, 1, 2).float()
+        chunk = torch.tensor(images[start : start + 256]).permute(0, 3, 1, 2).float()
         chunk = F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         out[start : start + 256] = chunk.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
     return out
