@@ -20,7 +20,7 @@ import pandas as pd
 from cvcore.data import DEFAULT_CSV, IMAGE_DIR
 from cvcore.report import dataset_contact_sheet
 from cvcore.synth import CHALLENGE_TARGETS, MASK_DIR, PARTS, format_label_stats, label_stats, write_dataset
-from ray_jobs.cli import run
+from ray_jobs.cli import non_negative_int, positive_int, run
 
 REAL_STATS = (
     "real challenge set (4000 photos): ~52 % zeros, mean ~0.30, std ~0.38, max ~0.93, weak negative correlation"
@@ -41,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created if missing)")
-    parser.add_argument("--n", type=_positive_int, required=True, metavar="N", help="number of images")
-    parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="random seed (default: 0)")
-    parser.add_argument("--workers", type=_positive_int, metavar="W", help="rendering processes (default: CPU count)")
+    parser.add_argument("--n", type=positive_int, required=True, metavar="N", help="number of images")
+    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="S", help="random seed (default: 0)")
+    parser.add_argument("--workers", type=positive_int, metavar="W", help="rendering processes (default: CPU count)")
     parser.add_argument(
         "--extended",
         action="store_true",
@@ -71,27 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
-
-
-def _positive_int(text: str) -> int:
-    value = _integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = _integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
-    return value
-
-
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
 
 
 def _image_size(text: str) -> tuple[int, int]:

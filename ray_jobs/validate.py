@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cvcore.data import CHECK_MODES, DEFAULT_CSV, IMAGE_DIR, TARGET_PREFIX, read_dataset
 from cvcore.errors import DataError, UserError
-from ray_jobs.cli import run
+from ray_jobs.cli import positive_int, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,20 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         + " (default: full)",
     )
     parser.add_argument(
-        "--workers", type=_positive_int, metavar="N", help="processes decoding images (default: CPU count)"
+        "--workers", type=positive_int, metavar="N", help="processes decoding images (default: CPU count)"
     )
     parser.add_argument(
         "--strict", action="store_true", help="fail (exit 2) when any row is excluded or any problem is found"
     )
     parser.add_argument("--json", type=Path, metavar="REPORT.json", help="also write the full report as JSON")
     return parser
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
