@@ -3,7 +3,7 @@
     python -m ray_jobs.pipeline [--data DIR] [--output runs/pipeline] [--preset small]
 
 With no `--data`, a synthetic data set in the customer's format is rendered into data/synthetic-N
-(once; later runs reuse it). The small preset finishes within about 20 minutes on 2 cores.
+(once; later runs reuse it). The small preset took 11.6 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class Preset:
 PRESETS = {
     # End-to-end check in about two minutes (tests use it); the model learns little.
     "smoke": Preset(120, 32, 2, 1, 1, 0, {"backbone": "resnet10t", "image_size": 32, "batch_size": 16}),
-    # The default: about 20 minutes on a 2-core laptop.
+    # The default: about 12 minutes on a 2-core laptop (bench/RESULTS.md).
     "small": Preset(4000, 64, 4, 2, 40, 8, {"backbone": {"choice": ["resnet10t", "resnet18"]}, "image_size": 64, "batch_size": 32}),
     # For a real cluster: a wider search and a longer final training.
     "large": Preset(16000, 128, 24, 8, 60, 60),
@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--data", type=Path, help=f"data set (imgs/ + CSV); default: a synthetic one rendered into {SYNTHETIC_DATA.format(n='N')}")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"folder for every stage's output (default {DEFAULT_OUTPUT})")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="small", help="how much work: smoke (~2 min), small (default, ~20 min on 2 cores), large")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="small", help="how much work: smoke (~2 min), small (default, ~12 min on 2 cores), large")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port of the endpoint (default 8000)")
     parser.add_argument("--serve-forever", action="store_true", help="keep the endpoint up after the run until Ctrl-C")
     args = parser.parse_args(argv)

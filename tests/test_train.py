@@ -98,3 +98,12 @@ def test_workers_that_cannot_fit_the_cluster_are_refused(prepared_dir, tmp_path)
     cfg = engine.TrainConfig(backbone="resnet10t", image_size=32, epochs=1, batch_size=8)
     with pytest.raises(UserError, match="do not fit this cluster"):
         train.train(prepared_dir, tmp_path, cfg, num_workers=3, cpus_per_worker=1)
+
+
+def test_unknown_target_or_auxiliary_columns_are_refused(prepared_dir, tmp_path):
+    cfg = engine.TrainConfig(backbone="resnet10t", image_size=32, epochs=1, batch_size=8)
+    with pytest.raises(UserError, match=r"target column\(s\) not in the data: perspective_score_nope;"):
+        train.train(prepared_dir, tmp_path, cfg, num_workers=1, cpus_per_worker=1, targets=["perspective_score_nope"])
+    cfg.aux_columns = ["camera_tilt"]
+    with pytest.raises(UserError, match=r"auxiliary column\(s\) not in the data: camera_tilt;"):
+        train.train(prepared_dir, tmp_path, cfg, num_workers=1, cpus_per_worker=1, targets=TARGETS)
