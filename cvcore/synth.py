@@ -11,6 +11,14 @@ view and aim (so that about a fifth of the images crop the car), looks at it. A 
 rasteriser in numpy draws flat Lambert-shaded polygons; the image is then blurred a little and,
 when written, JPEG-compressed at a random quality.
 
+Scene distributions (``DISTRIBUTIONS``, a ``SceneDistribution`` each) set what a photo source
+changes. "default", described above, is the embedded data set, tuned to the real data's label
+statistics. "shifted" is another source for fine-tuning on data never seen in pretraining: wide-angle
+phone lenses (60-90 instead of 45-75 degrees field of view), higher viewpoints (elevation 5-65,
+mean about 29 instead of 19 degrees), more close-ups and crops, more SUVs, more saturated paints,
+mostly overcast and darker light, more blur and JPEG compression (quality 30-74 instead of 60-95),
+and more clutter (0-4 objects, about 2 on average); it draws from its own random stream.
+
 Coordinates: car coordinates are the world: x forward, y to the car's left, z up, origin on the
 ground under the car's centre. Azimuth is measured from the front towards the left (0 = camera in
 front of the car, 90 = on its left), elevation above the horizontal, both seen from the centre of
@@ -50,6 +58,7 @@ import json
 import math
 import os
 import shutil
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -251,7 +260,7 @@ class Look:
     skyline_colour: tuple[int, int, int] = (60, 75, 55)
     texture_seed: int = 0
     exposure: float = 1.0
-    blur_radius: float = 0.0
+    blur_radius: float = 0.0  # pixels of a 640x480 or larger image; smaller ones scale it (`blur_scale`)
     jpeg_quality: int = 92
 
 
@@ -726,10 +735,25 @@ def render_scene(car: CarShape, camera: Camera, *, clutter: Sequence[Clutter] = 
     _draw_panel_gaps(image, mask)
     pil = Image.fromarray(image)
     if look.blur_radius > 0:
-        pil = pil.filter(ImageFilter.BoxBlur(look.blur_radius))
+        pil = pil.filter(ImageFilter.BoxBlur(look.blur_radius * blur_scale(camera.width, camera.height)))
 
     labels = _labels(mesh, np.abs(signed_area[: len(mesh.part)]), mask, np.asarray(camera.position, float), car)
     return Example(pil, labels, mask, look.jpeg_quality)
+
+
+BLUR_REFERENCE_DIAGONAL = 800.0
+"""Diagonal (pixels) of 640x480, the smallest of `IMAGE_SIZES`: `Look.blur_radius` is meant for these sizes."""
+
+
+def blur_scale(width: int, height: int) -> float:
+    """Factor on `Look.blur_radius` for an image of this size: min(1, diagonal / 800).
+
+    A radius in pixels blurs a small render (e.g. 160x120 for low-resolution pretraining) much more,
+    relative to its content, than a photo-sized one; scaling it with the diagonal keeps a small render
+    looking like a shrunk photo. At the drawn sizes (640x480 and up) the radius is used as it is, so
+    the default data set's images do not change.
+    """
+    return min(1.0, math.hypot(width, height) / BLUR_REFERENCE_DIAGONAL)
 
 
 def _project(mesh: Mesh, camera: Camera, rot: np.ndarray) -> tuple[list[np.ndarray | None], np.ndarray, np.ndarray]:
@@ -872,7 +896,11 @@ def _ground_noise(seed: int) -> np.ndarray:
     """Smooth periodic noise (256 x 256 cells, unit std): random values on a coarse grid, interpolated."""
     coarse = np.random.default_rng(seed).normal(size=(64, 64)).astype(np.float32)
     tiled = np.tile(coarse, (2, 2))  # interpolate across the wrap-around too
-    smooth = np.asarray(Image.fromarray(tiled, mode="F").resize((512, 512), Image.BILINEAR))[128:384, 128:384]
+    # Only the middle of the 4x upscale: what a 512 x 512 resize cropped to [128:384] gave, 5x faster.
+    # It is stored with that crop's row stride because numpy's float32 sum (in std) depends on the
+    # memory layout; the noise, hence every image, stays bit-identical.
+    smooth = np.empty((256, 512), np.float32)[:, :256]
+    smooth[...] = Image.fromarray(tiled, mode="F").resize((256, 256), Image.BILINEAR, box=(32, 32, 96, 96))
     return smooth / smooth.std()
 
 
@@ -940,7 +968,6 @@ def _labels(mesh: Mesh, face_area: np.ndarray, mask: np.ndarray, eye: np.ndarray
 
 IMAGE_SIZES = ((674, 506), (640, 480), (800, 600), (506, 674), (480, 640))
 _IMAGE_SIZE_WEIGHTS = (0.5, 0.2, 0.1, 0.1, 0.1)
-_STYLE_WEIGHTS = (0.35, 0.3, 0.25, 0.1)
 _PAINTS = (  # colour, weight: roughly the colours of cars on the road
     ((235, 235, 232), 0.24), ((24, 24, 27), 0.19), ((172, 174, 180), 0.15), ((100, 102, 108), 0.13),
     ((160, 24, 26), 0.08), ((32, 64, 140), 0.07), ((22, 32, 70), 0.04), ((40, 88, 52), 0.03),
@@ -952,6 +979,85 @@ _SKIES = (  # zenith, horizon
 )  # fmt: skip
 _GROUNDS = ((86, 86, 92), (56, 56, 62), (150, 148, 140), (72, 108, 52), (132, 120, 104), (178, 164, 130))
 
+_Range = tuple[float, float]
+_Colour = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class SceneDistribution:
+    """The knobs of `random_scene` where photos from another source would differ; the defaults are "default".
+
+    Ranges are (low, high) of uniform draws (high exclusive for the JPEG quality); weights are
+    probabilities. Each knob replaces a constant without changing which random draws are made, so
+    "default" renders exactly what the renderer rendered before the knobs existed.
+    """
+
+    fov_deg: _Range = (45.0, 75.0)
+    elevation_deg: _Range = (3.0, 50.0)  # low + (high - low) * Beta(*elevation_beta)
+    elevation_beta: _Range = (1.6, 3.2)
+    close_share: float = 0.28  # shots framing the car's outline larger than the image (most crop it)
+    close_framing: _Range = (1.1, 1.8)  # outline extent / half-frame of those shots
+    loose_framing: _Range = (0.5, 0.95)  # and of the others
+    roll_std_deg: float = 1.5
+    style_weights: tuple[float, ...] = (0.35, 0.3, 0.25, 0.1)  # over STYLES
+    paints: tuple[tuple[_Colour, float], ...] = _PAINTS  # colour, weight
+    paint_jitter: float = 8.0
+    skies: tuple[tuple[_Colour, _Colour], ...] = _SKIES  # zenith, horizon; equally likely
+    sky_jitter: _Range = (10.0, 8.0)  # zenith, horizon
+    ground_jitter: float = 8.0
+    ambient: _Range = (0.3, 0.6)
+    exposure: _Range = (0.85, 1.15)
+    sharp_share: float = 0.4  # shots with a blur radius from `sharp_blur`, the others from `soft_blur`
+    sharp_blur: _Range = (0.3, 0.5)
+    soft_blur: _Range = (0.5, 1.6)
+    jpeg_quality: tuple[int, int] = (60, 96)
+    clutter_counts: tuple[float, ...] = (0.3, 0.3, 0.2, 0.12, 0.08)  # P(0, 1, ... clutter objects)
+
+
+DISTRIBUTIONS: dict[str, SceneDistribution] = {
+    "default": SceneDistribution(),
+    "shifted": SceneDistribution(
+        fov_deg=(60.0, 90.0),  # phone main cameras: wide angle
+        elevation_deg=(5.0, 65.0),  # held high, more views from above (mean about 29 degrees)
+        elevation_beta=(2.0, 3.0),
+        close_share=0.4,
+        close_framing=(1.1, 2.0),
+        loose_framing=(0.6, 0.98),
+        roll_std_deg=3.0,
+        style_weights=(0.25, 0.25, 0.38, 0.12),
+        paints=(  # fewer greys, more saturated colours
+            ((240, 240, 238), 0.14), ((20, 20, 24), 0.10), ((172, 174, 180), 0.08), ((100, 102, 108), 0.06),
+            ((196, 18, 22), 0.14), ((24, 72, 186), 0.12), ((18, 30, 90), 0.04), ((28, 124, 58), 0.08),
+            ((190, 176, 142), 0.02), ((236, 194, 16), 0.07), ((232, 100, 16), 0.08), ((16, 148, 156), 0.04),
+            ((104, 36, 136), 0.03),
+        ),  # fmt: skip
+        paint_jitter=12.0,
+        skies=(  # mostly overcast
+            ((150, 154, 164), (206, 206, 212)), ((112, 116, 128), (168, 170, 178)),
+            ((86, 90, 106), (138, 140, 150)), ((60, 80, 140), (232, 186, 146)),
+            ((70, 118, 200), (190, 210, 235)),
+        ),  # fmt: skip
+        sky_jitter=(16.0, 12.0),
+        ground_jitter=14.0,
+        ambient=(0.45, 0.75),  # diffuse light
+        exposure=(0.6, 1.0),
+        sharp_share=0.25,
+        sharp_blur=(0.3, 0.6),
+        soft_blur=(0.6, 2.0),
+        jpeg_quality=(30, 75),
+        clutter_counts=(0.15, 0.25, 0.25, 0.2, 0.15),
+    ),
+}
+"""Named scene distributions: "default" is the embedded data set; "shifted" is another photo source."""
+
+
+def scene_distribution(name: str) -> SceneDistribution:
+    """The registered distribution `name`; a UserError names the valid ones."""
+    try:
+        return DISTRIBUTIONS[name]
+    except KeyError:
+        raise UserError(f"unknown scene distribution {name!r}; choose one of: {', '.join(DISTRIBUTIONS)}") from None
+
 
 def _jitter(rng: np.random.Generator, colour, amount: float) -> tuple[int, int, int]:
     """Vary a colour mostly in brightness, a little in hue (so greys stay grey)."""
@@ -959,10 +1065,10 @@ def _jitter(rng: np.random.Generator, colour, amount: float) -> tuple[int, int, 
     return tuple(int(c) for c in np.clip(np.asarray(colour) + shift, 0, 255))
 
 
-def random_car(rng: np.random.Generator) -> CarShape:
+def random_car(rng: np.random.Generator, distribution: SceneDistribution = DISTRIBUTIONS["default"]) -> CarShape:
     """A car of a random style with proportions drawn inside that style's range (redrawn until consistent)."""
     for _attempt in range(100):
-        car = _draw_car(rng)
+        car = _draw_car(rng, distribution)
         try:
             _stations(car)
         except ValueError:
@@ -971,8 +1077,8 @@ def random_car(rng: np.random.Generator) -> CarShape:
     raise RuntimeError("car proportions keep coming out inconsistent; the style ranges need fixing")
 
 
-def _draw_car(rng: np.random.Generator) -> CarShape:
-    style = STYLES[rng.choice(len(STYLES), p=_STYLE_WEIGHTS)]
+def _draw_car(rng: np.random.Generator, distribution: SceneDistribution) -> CarShape:
+    style = STYLES[rng.choice(len(STYLES), p=distribution.style_weights)]
     u = rng.uniform
     if style == "sedan":
         length, height, belt, r = u(4.3, 5.0), u(1.38, 1.5), u(0.84, 0.95), u(0.3, 0.34)
@@ -1018,8 +1124,8 @@ def _draw_car(rng: np.random.Generator) -> CarShape:
             deck_length=u(0.16, 0.2),
             nose_drop=u(0.1, 0.16),
         )
-    paint = _PAINTS[rng.choice(len(_PAINTS), p=[w for _, w in _PAINTS])][0]
-    paint = _jitter(rng, paint, 8)
+    paints = distribution.paints
+    paint = _jitter(rng, paints[rng.choice(len(paints), p=[w for _, w in paints])][0], distribution.paint_jitter)
     return CarShape(
         style=style,
         length=length,
@@ -1038,15 +1144,22 @@ def _draw_car(rng: np.random.Generator) -> CarShape:
     )
 
 
-def random_camera(rng: np.random.Generator, car: CarShape, width: int, height: int) -> Camera:
+def random_camera(
+    rng: np.random.Generator,
+    car: CarShape,
+    width: int,
+    height: int,
+    distribution: SceneDistribution = DISTRIBUTIONS["default"],
+) -> Camera:
     """Where photographers stand: any azimuth, mostly eye-level elevations, framing from loose to cropped.
 
     Azimuth density is 1 + 0.2 cos(a - 45) + 0.1 cos(2a) + 0.4 cos(4a): views along the car's axes
-    (front, sides, rear) and the front-left three-quarter view are preferred. With elevation
-    3 + 47 Beta(1.6, 3.2) degrees (mean about 19), this was tuned (by reweighting an extended data
-    set) so that both challenge targets land near the real data (4000 images, seed 0: 51.8 / 51.5 %
-    zeros, mean 0.289 / 0.286, std 0.373 / 0.370). About 28 % of the shots frame the car's outline
-    larger than the image, so that about a fifth of the images (21 %) really crop the car.
+    (front, sides, rear) and the front-left three-quarter view are preferred. With the default
+    elevation 3 + 47 Beta(1.6, 3.2) degrees (mean about 19), this was tuned (by reweighting an
+    extended data set) so that both challenge targets land near the real data (4000 images, seed 0:
+    51.8 / 51.5 % zeros, mean 0.289 / 0.286, std 0.373 / 0.370). By default 28 % of the shots frame
+    the car's outline larger than the image, so that about a fifth of the images (21 %) really crop
+    the car.
     """
     while True:
         azimuth = rng.uniform(0, 360)
@@ -1054,11 +1167,13 @@ def random_camera(rng: np.random.Generator, car: CarShape, width: int, height: i
         density = 1 + 0.2 * math.cos(a - math.pi / 4) + 0.1 * math.cos(2 * a) + 0.4 * math.cos(4 * a)
         if rng.random() * 1.7 < density:
             break
-    elevation = 3 + 47 * rng.beta(1.6, 3.2)
-    fov = rng.uniform(45, 75)
-    framing = rng.uniform(1.1, 1.8) if rng.random() < 0.28 else rng.uniform(0.5, 0.95)
+    d = distribution
+    low, high = d.elevation_deg
+    elevation = low + (high - low) * rng.beta(*d.elevation_beta)
+    fov = rng.uniform(*d.fov_deg)
+    framing = rng.uniform(*d.close_framing) if rng.random() < d.close_share else rng.uniform(*d.loose_framing)
     target = car.centre * np.array([1, 1, 0.8]) + rng.normal(0, 1, 3) * np.array([0.05, 0.05, 0.02]) * car.length
-    roll = rng.normal(0, 1.5)
+    roll = rng.normal(0, d.roll_std_deg)
 
     def camera_at(distance: float) -> Camera:
         return Camera.orbit(
@@ -1103,11 +1218,17 @@ def _frame_fill(camera: Camera, points: np.ndarray) -> float:
     return float(max(np.abs(u).max(), np.abs(v).max()))
 
 
-def random_clutter(rng: np.random.Generator, car: CarShape, camera: Camera) -> tuple[Clutter, ...]:
-    """0-4 objects around the car; some stand between the camera and the car."""
+def random_clutter(
+    rng: np.random.Generator,
+    car: CarShape,
+    camera: Camera,
+    distribution: SceneDistribution = DISTRIBUTIONS["default"],
+) -> tuple[Clutter, ...]:
+    """A few objects around the car (by default 0-4); some stand between the camera and the car."""
     eye = np.asarray(camera.position)[:2]
     items = []
-    for _ in range(rng.choice(5, p=[0.3, 0.3, 0.2, 0.12, 0.08])):
+    counts = distribution.clutter_counts
+    for _ in range(rng.choice(len(counts), p=counts)):
         kind = ("box", "pole", "blob")[rng.choice(3, p=[0.45, 0.3, 0.25])]
         if kind == "box":
             size, colour = rng.uniform([0.4, 0.4, 0.3], [1.6, 1.6, 1.4]), _jitter(rng, (120, 100, 80), 40)
@@ -1138,8 +1259,10 @@ def random_clutter(rng: np.random.Generator, car: CarShape, camera: Camera) -> t
     return tuple(items)
 
 
-def random_look(rng: np.random.Generator) -> Look:
-    zenith, horizon = _SKIES[rng.integers(len(_SKIES))]
+def random_look(rng: np.random.Generator, distribution: SceneDistribution = DISTRIBUTIONS["default"]) -> Look:
+    """Sun, sky, ground, skyline and the photographic degradations of one shot."""
+    d = distribution
+    zenith, horizon = d.skies[rng.integers(len(d.skies))]
     skyline: tuple[float, ...] = ()
     if rng.random() < 0.6:
         steps = int(rng.integers(24, 120))
@@ -1150,33 +1273,47 @@ def random_look(rng: np.random.Generator) -> Look:
     return Look(
         sun_azimuth=rng.uniform(0, 360),
         sun_elevation=rng.uniform(15, 70),
-        ambient=rng.uniform(0.3, 0.6),
-        sky_zenith=_jitter(rng, zenith, 10),
-        sky_horizon=_jitter(rng, horizon, 8),
-        ground=_jitter(rng, _GROUNDS[rng.integers(len(_GROUNDS))], 8),
+        ambient=rng.uniform(*d.ambient),
+        sky_zenith=_jitter(rng, zenith, d.sky_jitter[0]),
+        sky_horizon=_jitter(rng, horizon, d.sky_jitter[1]),
+        ground=_jitter(rng, _GROUNDS[rng.integers(len(_GROUNDS))], d.ground_jitter),
         ground_texture=rng.uniform(0.03, 0.12),
         haze_distance=rng.uniform(60, 250),
         skyline=skyline,
         skyline_colour=_jitter(rng, (70, 85, 62) if rng.random() < 0.6 else (120, 118, 120), 15),
         texture_seed=int(rng.integers(2**31)),
-        exposure=rng.uniform(0.85, 1.15),
-        blur_radius=rng.uniform(0.3, 0.5) if rng.random() < 0.4 else rng.uniform(0.5, 1.6),
-        jpeg_quality=int(rng.integers(60, 96)),
+        exposure=rng.uniform(*d.exposure),
+        blur_radius=rng.uniform(*d.sharp_blur) if rng.random() < d.sharp_share else rng.uniform(*d.soft_blur),
+        jpeg_quality=int(rng.integers(*d.jpeg_quality)),
     )
 
 
-def random_scene(rng: np.random.Generator, *, width: int | None = None, height: int | None = None) -> Scene:
+def random_scene(
+    rng: np.random.Generator,
+    *,
+    width: int | None = None,
+    height: int | None = None,
+    distribution: SceneDistribution = DISTRIBUTIONS["default"],
+) -> Scene:
     """A random scene; the same random draws are made whatever size is asked for."""
     size = IMAGE_SIZES[rng.choice(len(IMAGE_SIZES), p=_IMAGE_SIZE_WEIGHTS)]
     width, height = width or size[0], height or size[1]
-    car = random_car(rng)
-    camera = random_camera(rng, car, width, height)
-    return Scene(car, camera, random_clutter(rng, car, camera), random_look(rng))
+    car = random_car(rng, distribution)
+    camera = random_camera(rng, car, width, height, distribution)
+    return Scene(car, camera, random_clutter(rng, car, camera, distribution), random_look(rng, distribution))
 
 
-def render_example(seed: int, index: int, *, width: int | None = None, height: int | None = None) -> Example:
-    """Example `index` of the data set with this `seed`: depends on nothing else (workers, order)."""
-    scene = random_scene(np.random.default_rng([seed, index]), width=width, height=height)
+def render_example(
+    seed: int, index: int, *, width: int | None = None, height: int | None = None, distribution: str = "default"
+) -> Example:
+    """Example `index` of the data set with this `seed` and distribution: depends on nothing else (workers, order).
+
+    Each distribution but "default" (which keeps its original stream) draws from its own random
+    stream, so that the same seed does not give a shifted twin of every default scene.
+    """
+    knobs = scene_distribution(distribution)
+    key = [seed, index] if distribution == "default" else [seed, index, zlib.crc32(distribution.encode())]
+    scene = random_scene(np.random.default_rng(key), width=width, height=height, distribution=knobs)
     return render_scene(scene.car, scene.camera, clutter=scene.clutter, look=scene.look)
 
 
@@ -1201,16 +1338,18 @@ def write_dataset(
     csv_name: str = DEFAULT_CSV,
     image_size: tuple[int, int] | None = None,
     overwrite: bool = False,
+    distribution: str = "default",
 ) -> Path:
     """Render `n` examples into `out_dir` in the customer's layout (imgs/ + CSV); returns the CSV path.
 
-    The bytes depend only on (seed, index) of each image, so any number of `workers` (processes,
-    default: all CPUs) writes the same data set. The CSV is written last: a data set without its
-    CSV is an interrupted one. `image_size` (width, height) replaces the varied sizes, e.g. for
-    small, fast test sets. `out_dir` must be empty, hold the same data set (it is rewritten),
-    or `overwrite` must be set (imgs/, masks/ and the CSVs named there are removed first).
+    `distribution` names the scene distribution (`DISTRIBUTIONS`). The bytes depend only on
+    (seed, index, distribution) of each image, so any number of `workers` (processes, default: all
+    CPUs) writes the same data set. The CSV is written last: a data set without its CSV is an
+    interrupted one. `image_size` (width, height) replaces the varied sizes, e.g. for small, fast
+    test sets. `out_dir` must be empty, hold the same data set (it is rewritten), or `overwrite`
+    must be set (imgs/, masks/ and the CSVs named there are removed first).
     """
-    _check_request(n, seed, workers, csv_name, image_size)
+    _check_request(n, seed, workers, csv_name, image_size, distribution)
     out = Path(out_dir)
     manifest = {
         "generator": "cvcore.synth",
@@ -1221,6 +1360,7 @@ def write_dataset(
         "masks": masks,
         "csv_name": csv_name,
         "image_size": list(image_size) if image_size else None,
+        "distribution": distribution,
     }
     _prepare_output(out, manifest, overwrite)
     (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
@@ -1233,7 +1373,10 @@ def write_dataset(
 
     workers = min(workers or os.cpu_count() or 1, n)
     chunk = max(1, min(32, n // (workers * 8)))
-    jobs = [(str(out), seed, n, range(start, min(start + chunk, n)), masks, image_size) for start in range(0, n, chunk)]
+    jobs = [
+        (str(out), seed, n, range(start, min(start + chunk, n)), masks, image_size, distribution)
+        for start in range(0, n, chunk)
+    ]
     rows: list[dict[str, float | str]] = []
     with tqdm(total=n, desc="rendering", unit="img", disable=not progress) as bar:
         if workers > 1:
@@ -1254,7 +1397,9 @@ def write_dataset(
     return csv_path
 
 
-def _check_request(n: int, seed: int, workers: int | None, csv_name: str, image_size: tuple[int, int] | None) -> None:
+def _check_request(
+    n: int, seed: int, workers: int | None, csv_name: str, image_size: tuple[int, int] | None, distribution: str
+) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise UserError(f"the number of images must be a positive integer, got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -1265,6 +1410,7 @@ def _check_request(n: int, seed: int, workers: int | None, csv_name: str, image_
         raise UserError(f"the CSV name must be a bare file name ending in .csv, got {csv_name!r}")
     if image_size is not None and not (len(image_size) == 2 and all(16 <= int(side) <= 4096 for side in image_size)):
         raise UserError(f"image_size must be (width, height) with sides of 16 to 4096 pixels, got {image_size!r}")
+    scene_distribution(distribution)
 
 
 def _prepare_output(out: Path, manifest: dict, overwrite: bool) -> None:
@@ -1278,6 +1424,8 @@ def _prepare_output(out: Path, manifest: dict, overwrite: bool) -> None:
         old = json.loads(old_path.read_text()) if old_path.exists() else None
     except (OSError, ValueError):
         old = None
+    if isinstance(old, dict):
+        old.setdefault("distribution", "default")  # written before there was a choice
     holds_data = old_path.exists() or (out / IMAGE_DIR).exists() or any(out.glob("*.csv"))
     if not holds_data or old == manifest:
         return
@@ -1292,18 +1440,21 @@ def _prepare_output(out: Path, manifest: dict, overwrite: bool) -> None:
 
 
 def _describe(manifest: dict) -> str:
-    return ", ".join(
-        f"{key}={manifest.get(key)}" for key in ("n", "seed", "extended", "masks", "csv_name", "image_size")
-    )
+    keys = ("n", "seed", "distribution", "extended", "masks", "csv_name", "image_size")
+    return ", ".join(f"{key}={manifest.get(key)}" for key in keys)
 
 
-def _render_chunk(job: tuple[str, int, int, range, bool, tuple[int, int] | None]) -> list[dict[str, float | str]]:
+def _render_chunk(
+    job: tuple[str, int, int, range, bool, tuple[int, int] | None, str],
+) -> list[dict[str, float | str]]:
     """Render and write a run of images (worker side); returns their CSV rows."""
-    out_dir, seed, n, indices, with_masks, size = job
+    out_dir, seed, n, indices, with_masks, size, distribution = job
     out = Path(out_dir)
     rows = []
     for index in indices:
-        example = render_example(seed, index, width=size and size[0], height=size and size[1])
+        example = render_example(
+            seed, index, width=size and size[0], height=size and size[1], distribution=distribution
+        )
         name = image_name(index, n)
         (out / IMAGE_DIR / name).write_bytes(example.jpeg_bytes())
         if with_masks:

@@ -1,11 +1,13 @@
 """Render the embedded default data set: procedural cars with exact perspective-score labels.
 
-    python -m ray_jobs.synth --out DIR --n N [--seed S] [--workers W] [--extended] [--masks]
-                             [--csv-name NAME] [--size WxH] [--overwrite] [--quiet]
+    python -m ray_jobs.synth --out DIR --n N [--seed S] [--distribution NAME] [--workers W] [--extended]
+                             [--masks] [--csv-name NAME] [--size WxH] [--overwrite] [--quiet]
 
 Writes DIR/imgs/*.jpg and DIR/<csv-name> in the customer's format (plus DIR/masks/ with --masks),
 then prints the label statistics to compare with the real challenge data. The output depends only
-on --n and --seed (and --size): any number of workers writes the same bytes. Runs on local
+on --n, --seed and --distribution (and --size): any number of workers writes the same bytes.
+--distribution shifted renders another photo source (other cameras, paints, light, compression),
+e.g. a customer set that a model pretrained on the default one never saw. Runs on local
 processes; no Ray cluster is needed for a few thousand images.
 """
 
@@ -19,7 +21,15 @@ import pandas as pd
 
 from cvcore.data import DEFAULT_CSV, IMAGE_DIR
 from cvcore.report import dataset_contact_sheet
-from cvcore.synth import CHALLENGE_TARGETS, MASK_DIR, PARTS, format_label_stats, label_stats, write_dataset
+from cvcore.synth import (
+    CHALLENGE_TARGETS,
+    DISTRIBUTIONS,
+    MASK_DIR,
+    PARTS,
+    format_label_stats,
+    label_stats,
+    write_dataset,
+)
 from ray_jobs.cli import non_negative_int, positive_int, run
 
 REAL_STATS = (
@@ -36,13 +46,22 @@ def build_parser() -> argparse.ArgumentParser:
             "statistics. score = visible fraction x facing; see cvcore/synth.py for the exact definition."
         ),
         epilog=(
-            "Exit status: 0 written; 2 bad arguments, or DIR already holds a different data set "
-            "(pass --overwrite to replace it)."
+            "Exit status: 0 written; 2 bad arguments (an unknown --distribution included), or DIR already "
+            "holds a different data set (pass --overwrite to replace it)."
         ),
     )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created if missing)")
     parser.add_argument("--n", type=positive_int, required=True, metavar="N", help="number of images")
     parser.add_argument("--seed", type=non_negative_int, default=0, metavar="S", help="random seed (default: 0)")
+    parser.add_argument(
+        "--distribution",
+        default="default",
+        metavar="{" + ",".join(DISTRIBUTIONS) + "}",
+        help="scene distribution: 'default' is the embedded data set, tuned to the real one's label statistics; "
+        "'shifted' is another photo source: wide-angle phone lenses (60-90 degree field of view), higher "
+        "viewpoints, more close-ups and crops, more saturated paints, darker overcast light, stronger blur "
+        "and JPEG compression, more clutter (default: default)",
+    )
     parser.add_argument("--workers", type=positive_int, metavar="W", help="rendering processes (default: CPU count)")
     parser.add_argument(
         "--extended",
@@ -96,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         csv_name=args.csv_name,
         image_size=args.size,
         overwrite=args.overwrite,
+        distribution=args.distribution,
     )
     print(f"wrote {args.n} images to {args.out / IMAGE_DIR} and labels to {csv_path}")
     frame = pd.read_csv(csv_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -9,27 +10,31 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from cvcore.errors import UserError
 from cvcore.synth import (
     CHALLENGE_TARGETS,
+    DISTRIBUTIONS,
     PART_IDS,
     PARTS,
     Camera,
     CarShape,
     Clutter,
+    Look,
+    blur_scale,
     car_mesh,
     extended_columns,
     format_label_stats,
     label_stats,
     random_car,
+    random_scene,
     render_example,
     render_scene,
     write_dataset,
 )
 from ray_jobs.cli import run
-from ray_jobs.synth import main
+from ray_jobs.synth import build_parser, main
 
 SMALL = (160, 120)
 CAR = CarShape()
@@ -70,6 +75,94 @@ def test_dataset_bytes_do_not_depend_on_the_number_of_workers(tmp_path):
     assert names == sorted(p.name for p in (two.parent / "imgs").iterdir())
     for name in names:
         assert (one.parent / "imgs" / name).read_bytes() == (two.parent / "imgs" / name).read_bytes()
+
+
+def digest(example) -> dict[str, str]:
+    def sha(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    return {
+        "image": sha(np.asarray(example.image).tobytes()),
+        "mask": sha(example.mask.tobytes()),
+        "labels": sha(json.dumps(example.labels, sort_keys=True).encode()),
+    }
+
+
+@pytest.mark.parametrize(
+    ("seed", "index", "expected"),
+    [(0, 0, {"image": "b6bd55b5243789a87e248192391e01e1ca30c89063759de2cfe772089ffa939a",
+             "mask": "f7e1186d68eeb6ca7aac71fd4f33146132d32e0d16bf7c54ab47cf01a91f82f3",
+             "labels": "1414265a440859acd97e8f9e28e5e66ad4e7bc1c409ce4a24ab297d3157d94f5"}),
+     (3, 5, {"image": "81e0c6b97ae3dc20d9d8f7e76b313ac482a2c084bed7a8f21ab406a2860def83",
+             "mask": "a1b202297fb72581b379ccadf6c90f91efb3137926156b3034b8e60864241bd5",
+             "labels": "804c1993e8f8c8a3ce37be23af8d2306a493875c740a0920aa53973626c24a54"})],
+)  # fmt: skip
+def test_default_distribution_renders_what_the_renderer_rendered_before_it_had_knobs(seed, index, expected):
+    """Hashes from the renderer before SceneDistribution existed (640x480, 674x506, both blurred)."""
+    example = render_example(seed, index)
+    assert example.image.size == ((640, 480) if seed == 0 else (674, 506))
+    assert digest(example) == expected
+
+
+def test_shifted_distribution_is_deterministic_and_differs_from_the_default():
+    first, second = render_example(2, 4, distribution="shifted"), render_example(2, 4, distribution="shifted")
+    assert first.jpeg_bytes() == second.jpeg_bytes() and first.labels == second.labels
+    default = render_example(2, 4)
+    assert first.labels != default.labels and first.jpeg_bytes() != default.jpeg_bytes()
+
+
+def test_shifted_distribution_moves_camera_and_colours():
+    def scenes(name):
+        rng = np.random.default_rng(0)
+        return [random_scene(rng, distribution=DISTRIBUTIONS[name]) for _ in range(300)]
+
+    default, shifted = scenes("default"), scenes("shifted")
+
+    def mean(values):
+        return float(np.mean(list(values)))
+
+    assert all(60 <= s.camera.fov_deg <= 90 for s in shifted)
+    assert mean(s.camera.fov_deg for s in shifted) > mean(s.camera.fov_deg for s in default) + 10
+    assert mean(s.look.exposure for s in shifted) < mean(s.look.exposure for s in default) - 0.1
+    assert mean(s.look.jpeg_quality for s in shifted) < mean(s.look.jpeg_quality for s in default) - 20
+    assert mean(len(s.clutter) for s in shifted) > mean(len(s.clutter) for s in default)
+
+    def saturation(car):
+        return max(car.paint) - min(car.paint)
+
+    assert mean(saturation(s.car) for s in shifted) > mean(saturation(s.car) for s in default) + 20
+
+
+def test_shifted_labels_stay_in_range_with_higher_viewpoints():
+    labels = [render_example(5, i, width=160, height=120, distribution="shifted").labels for i in range(16)]
+    frame = pd.DataFrame(labels)
+    assert frame[[c for c in frame.columns if c.startswith("perspective_score_")]].stack().between(0, 1).all()
+    assert frame["camera_elevation"].between(4.5, 65.5).all() and frame["camera_elevation"].mean() > 19
+
+
+def test_unknown_distribution_is_a_user_error_naming_the_valid_ones(tmp_path):
+    with pytest.raises(UserError, match="unknown scene distribution 'sunny'; choose one of: default, shifted"):
+        render_example(0, 0, distribution="sunny")
+    with pytest.raises(UserError, match="choose one of"):
+        write_dataset(tmp_path / "d", 2, progress=False, distribution="sunny")
+    assert not (tmp_path / "d").exists()
+
+
+# ---------------------------------------------------------------------------------------------- blur scale
+
+
+def test_blur_scales_only_below_the_drawn_sizes():
+    for size in ((674, 506), (640, 480), (480, 640), (800, 600), (506, 674)):
+        assert blur_scale(*size) == 1.0
+    assert blur_scale(600, 450) == 0.9375 and blur_scale(160, 120) == 0.25 and blur_scale(80, 60) == 0.125
+
+
+@pytest.mark.parametrize(("size", "radius"), [((160, 120), 0.4), ((640, 480), 1.6)])
+def test_render_scene_blurs_by_the_scaled_radius(size, radius):
+    camera = Camera.orbit(CAR.centre, 30, 15, 8, fov_deg=60, width=size[0], height=size[1])
+    sharp = render_scene(CAR, camera, look=Look(blur_radius=0.0)).image
+    blurred = render_scene(CAR, camera, look=Look(blur_radius=1.6)).image
+    assert np.array_equal(np.asarray(blurred), np.asarray(sharp.filter(ImageFilter.BoxBlur(radius))))
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -136,6 +229,28 @@ def test_refuses_to_mix_data_sets_unless_overwrite(tmp_path):
         write_dataset(tmp_path, 3, seed=0, workers=1, progress=False, image_size=SMALL)
     write_dataset(tmp_path, 3, seed=0, workers=1, progress=False, image_size=SMALL, overwrite=True)
     assert len(list((tmp_path / "imgs").iterdir())) == 3
+
+
+def test_manifest_records_the_distribution_and_another_one_is_a_different_data_set(tmp_path):
+    write_dataset(tmp_path, 3, seed=0, workers=1, progress=False, image_size=SMALL, distribution="shifted")
+    manifest = json.loads((tmp_path / "synth.json").read_text())
+    assert manifest["distribution"] == "shifted"
+    first = (tmp_path / "imgs" / "car_000000.jpg").read_bytes()
+    with pytest.raises(UserError, match="distribution=shifted"):
+        write_dataset(tmp_path, 3, seed=0, workers=1, progress=False, image_size=SMALL)
+    write_dataset(tmp_path, 3, seed=0, workers=1, progress=False, image_size=SMALL, overwrite=True)
+    assert json.loads((tmp_path / "synth.json").read_text())["distribution"] == "default"
+    assert (tmp_path / "imgs" / "car_000000.jpg").read_bytes() != first
+
+
+def test_a_manifest_from_before_distributions_is_the_default_one(tmp_path):
+    write_dataset(tmp_path, 2, seed=0, workers=1, progress=False, image_size=SMALL)
+    manifest = json.loads((tmp_path / "synth.json").read_text())
+    del manifest["distribution"]
+    (tmp_path / "synth.json").write_text(json.dumps(manifest))
+    write_dataset(tmp_path, 2, seed=0, workers=1, progress=False, image_size=SMALL)  # same set: fine
+    with pytest.raises(UserError, match="already holds a different synthetic data set"):
+        write_dataset(tmp_path, 2, seed=0, workers=1, progress=False, image_size=SMALL, distribution="shifted")
 
 
 @pytest.mark.parametrize(
@@ -240,6 +355,25 @@ def test_cli_writes_and_prints_statistics(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "wrote 4 images" in out and "zeros %" in out and "perspective_score_backdoor_left" in out
     assert len(pd.read_csv(tmp_path / "d" / "car_imgs_4000.csv")) == 4
+
+
+def test_cli_renders_the_shifted_distribution(tmp_path, capsys):
+    out = tmp_path / "d"
+    args = ["--out", str(out), "--n", "2", "--workers", "1", "--size", "160x120", "--quiet"]
+    assert main([*args, "--distribution", "shifted"]) == 0
+    assert json.loads((out / "synth.json").read_text())["distribution"] == "shifted"
+    expected = render_example(0, 1, width=160, height=120, distribution="shifted").jpeg_bytes()
+    assert (out / "imgs" / "car_000001.jpg").read_bytes() == expected
+    assert "--distribution {default,shifted}" in " ".join(build_parser().format_help().split())
+
+
+def test_cli_unknown_distribution_exits_2_with_the_valid_names(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run(main, ["--out", str(tmp_path / "d"), "--n", "2", "--distribution", "sunny"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown scene distribution 'sunny'; choose one of: default, shifted")
+    assert "Traceback" not in err and not (tmp_path / "d").exists()
 
 
 @pytest.mark.parametrize(
