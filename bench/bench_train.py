@@ -44,7 +44,7 @@ def ingest_only(images, labels, aspect, cfg: engine.TrainConfig) -> float:
     generator = torch.Generator()
     start, seen = time.perf_counter(), 0
     for batch, _, batch_aspect in loader:
-        x, _ = engine.augment(batch.permute(0, 3, 1, 2), batch_aspect, cfg.augment, generator)
+        x = engine.augment(batch.permute(0, 3, 1, 2), batch_aspect, cfg.augment, generator).images
         seen += len(x)
     return seen / (time.perf_counter() - start)
 

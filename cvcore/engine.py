@@ -10,10 +10,10 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import timm
@@ -72,6 +72,7 @@ class TrainConfig:
     max_minutes: float = 0.0  # stop after the epoch that passes this much training time (0: no limit)
     aux_columns: list[str] | str = "all"  # extra numeric columns trained as auxiliary outputs ("all", or a list)
     aux_weight: float = 0.5  # total loss weight of the auxiliary outputs relative to the main targets
+    head: str = "auto"  # direct, decomposed (score = visible fraction x facing) or auto (see model.choose_head)
     init_from: str | None = None  # our checkpoint dir (fine-tuning) or a timm/torchvision weights file; never a hub
     freeze_backbone: bool = False  # train only the head
     seed: int = 0
@@ -87,6 +88,8 @@ class TrainConfig:
                 raise UserError(f"{where}: {name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise UserError(f"{where}: lr must be positive, got {self.lr}")
+        if self.head not in ("auto", "direct", "decomposed"):
+            raise UserError(f"{where}: head must be auto, direct or decomposed, got {self.head!r}")
         if self.step.loss not in LOSSES:
             raise UserError(f"{where}: loss must be one of {', '.join(LOSSES)}, got {self.step.loss!r}")
 
@@ -132,7 +135,8 @@ def side_swap_plan(columns: Sequence[str]) -> tuple[list[int], list[bool]]:
     """For a horizontal flip: the column each output takes its label from, and which to mask.
 
     `..._left` and `..._right` swap when both exist; a side-specific column without its twin, and
-    any azimuth, cannot be mirrored from the label alone and is masked.
+    an azimuth (or its sine), cannot be mirrored from the label alone and is masked. The azimuth's
+    cosine is the same in the mirror.
     """
     index = {name: i for i, name in enumerate(columns)}
     source, masked = [], []
@@ -144,7 +148,7 @@ def side_swap_plan(columns: Sequence[str]) -> tuple[list[int], list[bool]]:
             masked.append(twin not in index)
         else:
             source.append(i)
-            masked.append("azimuth" in tokens)
+            masked.append("azimuth" in tokens and "cos" not in tokens)
     return source, masked
 
 
@@ -155,15 +159,25 @@ def content_boxes(aspect: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return half_w, half_h
 
 
+class Augmented(NamedTuple):
+    images: torch.Tensor  # float NCHW in [0, 1]
+    flipped: torch.Tensor  # bool (N,): mirrored left/right, so side-specific labels must swap
+    masks: torch.Tensor | None  # part masks moved like the pixels (ids not yet mirrored)
+
+
 def augment(
-    images: torch.Tensor, aspect: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment a uint8 NCHW batch; returns float images in [0, 1] and the per-sample flip flags."""
+    images: torch.Tensor,
+    aspect: torch.Tensor,
+    cfg: AugmentConfig,
+    generator: torch.Generator,
+    masks: torch.Tensor | None = None,
+) -> Augmented:
+    """Augment a uint8 NCHW batch and, when given, its (N, H, W) part masks with the same geometry."""
     n = images.shape[0]
     s = cfg.strength
     flipped = torch.zeros(n, dtype=torch.bool)
     if s <= 0:
-        return images.float().div_(255.0), flipped
+        return Augmented(images.float().div_(255.0), flipped, masks)
     rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
 
     if cfg.jpeg_prob > 0:
@@ -207,7 +221,10 @@ def augment(
     theta[:, 1, 2] = shift_y
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return x, flipped
+    if masks is not None:
+        moved = F.grid_sample(masks[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        masks = moved[:, 0].to(masks.dtype)
+    return Augmented(x, flipped, masks)
 
 
 def _content_mask(size: torch.Size, half_w: torch.Tensor, half_h: torch.Tensor) -> torch.Tensor:
@@ -271,13 +288,38 @@ class WarmupCosine:
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def fit_schedule_to_budget(scheduler: torch.optim.lr_scheduler.LambdaLR, max_minutes: float, minutes: float, epochs_done: int, max_epochs: int, steps_per_epoch: int) -> None:
+    """Under a time budget, decay the learning rate over the epochs the budget leaves (same on every rank)."""
+    if max_minutes <= 0:
+        return
+    fit = int(max_minutes * epochs_done / max(minutes, 1e-6))
+    scheduler.lr_lambdas[0].total_steps = min(max_epochs, max(fit, epochs_done + 1)) * steps_per_epoch
+
+
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup_steps, total_steps))
 
 
+@dataclass
+class MaskSupervision:
+    """Per-pixel part masks as a second loss (pretraining on renders): cross-entropy with this weight.
+
+    `mirror[i]` is the id of part i's left/right twin, so a flipped mask names the right parts.
+    """
+
+    weight: float
+    mirror: torch.Tensor
+
+
+def mask_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of part logits against masks brought to the logits' size (nearest)."""
+    small = F.interpolate(masks[:, None].float(), size=logits.shape[-2:], mode="nearest")[:, 0].long()
+    return F.cross_entropy(logits.float(), small)
+
+
 def train_one_epoch(
     model: nn.Module,
-    loader: ArrayLoader,
+    loader: Iterable[tuple[torch.Tensor, ...]],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     output_weights: torch.Tensor,
@@ -286,20 +328,27 @@ def train_one_epoch(
     step_cfg: StepConfig,
     device: torch.device,
     generator: torch.Generator,
+    mask_supervision: MaskSupervision | None = None,
 ) -> dict[str, float]:
-    """One pass over the loader; returns the mean training loss and the images/s."""
+    """One pass over the loader's (images, targets, aspect[, masks]) batches: mean loss, images, seconds."""
     model.train()
     total_loss, seen, start = 0.0, 0, time.perf_counter()
-    for images, targets, aspect in loader:
-        x, flipped = augment(images.permute(0, 3, 1, 2), aspect, augment_cfg, generator)
+    for images, targets, aspect, *masks in loader:
+        x, flipped, moved = augment(images.permute(0, 3, 1, 2), aspect, augment_cfg, generator, masks[0] if masks else None)
         weights = output_weights.expand_as(targets)
         targets, weights = apply_flip(targets, weights, flipped, flip_plan)
         x, targets, weights = x.to(device, non_blocking=True), targets.to(device), weights.to(device)
         if step_cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=step_cfg.amp):
-            pred = model(x)
+            if mask_supervision is not None:
+                pred, logits = model(x, with_masks=True)
+            else:
+                pred = model(x)
         loss = regression_loss(pred.float(), targets, weights, step_cfg.loss)
+        if mask_supervision is not None:
+            moved = torch.where(flipped[:, None, None], mask_supervision.mirror[moved.long()], moved.long())
+            loss = loss + mask_supervision.weight * mask_loss(logits, moved.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if step_cfg.grad_clip > 0:
@@ -309,7 +358,7 @@ def train_one_epoch(
         total_loss += loss.item() * len(x)
         seen += len(x)
     elapsed = time.perf_counter() - start
-    return {"train_loss": total_loss / max(seen, 1), "images_per_s": seen / max(elapsed, 1e-9)}
+    return {"train_loss": total_loss / max(seen, 1), "images_per_s": seen / max(elapsed, 1e-9), "images": seen, "seconds": elapsed}
 
 
 @torch.no_grad()

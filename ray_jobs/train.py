@@ -37,12 +37,14 @@ from cvcore.model import (
     ModelSpec,
     build_model,
     check_compatible,
+    choose_head,
     load_checkpoint_model,
     load_state,
+    load_weights,
     read_meta,
     save_checkpoint,
     unwrap,
-    without_aux,
+    for_serving,
 )
 from ray_jobs.cli import init_ray, run
 from ray_jobs.prepare import prepare
@@ -76,24 +78,35 @@ def load_training_data(data: str | Path, output: Path, cfg: engine.TrainConfig, 
     unknown = [t for t in targets if t not in numeric]
     if unknown:
         raise UserError(f"target column(s) not in the data: {', '.join(unknown)}; available: {', '.join(numeric)}")
-    aux = _aux_columns(cfg.aux_columns, [c for c in numeric if c not in targets])
-    columns = targets + aux
+    init_spec = ModelSpec.from_dict(read_meta(cfg.init_from)) if cfg.init_from and Path(cfg.init_from).is_dir() else None
+    head = choose_head(cfg.head, targets, numeric, init_spec)
+    factors = ModelSpec(cfg.backbone, targets, cfg.image_size, head=head).factors
+    aux = _aux_columns(cfg.aux_columns, [c for c in numeric if c not in targets and c not in factors])
+    known = targets + [f for f in factors if f in numeric] + aux
+    columns = targets + factors + aux  # a factor the data lack is NaN: the product alone trains it
     splits = {}
     for split in ("train", "val"):
-        images, labels, aspect, _ = prepared.load_split(prepared_dir, split, columns)
+        images, found, aspect, _ = prepared.load_split(prepared_dir, split, known)
         if len(images) == 0:
             raise UserError(f"the {split} split of {prepared_dir} is empty; the data set is too small to train on")
+        labels = np.full((len(images), len(columns)), np.nan, np.float32)
+        labels[:, [columns.index(c) for c in known]] = found
         splits[split] = {"images": images, "labels": labels, "aspect": aspect}
     # Auxiliary columns (degrees, metres, fractions) are scaled to [0, 1] on the training split.
-    lo = np.nanmin(splits["train"]["labels"], axis=0)
-    span = np.nanmax(splits["train"]["labels"], axis=0) - lo
-    lo[: len(targets)], span[: len(targets)] = 0.0, 1.0
+    scored = len(targets) + len(factors)
+    lo = np.zeros(len(columns), np.float32)
+    span = np.ones(len(columns), np.float32)
+    if aux:
+        train_aux = splits["train"]["labels"][:, scored:]
+        lo[scored:] = np.nanmin(train_aux, axis=0)
+        span[scored:] = np.nanmax(train_aux, axis=0) - lo[scored:]
     span[~(span > 0)] = 1.0
     for split in splits.values():
         split["labels"] = ((split["labels"] - lo) / span).astype(np.float32)
     return {
         "splits": splits,
         "targets": targets,
+        "head": head,
         "aux": aux,
         "manifest": {k: manifest[k] for k in ("content_hash", "source", "size", "counts")},
         "prepared_dir": str(prepared_dir),
@@ -139,7 +152,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     val_loader = engine.ArrayLoader(val_images, val["labels"][shard], val["aspect"][shard], cfg.batch_size * 2, shuffle=False)
 
     targets, aux = data["targets"], data["aux"]
-    spec = ModelSpec(cfg.backbone, targets, cfg.image_size, aux_targets=aux)
+    spec = ModelSpec(cfg.backbone, targets, cfg.image_size, aux_targets=aux, head=data["head"])
     model = build_model(spec, init_from=cfg.init_from, freeze_backbone=cfg.freeze_backbone)
     if cfg.step.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -150,7 +163,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             saved_spec, weights = load_state(directory)
             check_compatible(saved_spec, backbone=spec.backbone, targets=targets)
-            model.net.load_state_dict(weights)
+            load_weights(model, weights)
             state = engine.load_training_state(directory, optimizer)
         if rank == 0:
             print(f"resuming after epoch {state['epoch']} (best val MAE {state['best_val_mae']:.4f})")
@@ -159,7 +172,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     n_main = len(targets)
     weights = torch.ones(len(spec.outputs))
     if aux:
-        weights[n_main:] = cfg.aux_weight * n_main / len(aux)
+        weights[len(spec.outputs) - len(aux) :] = cfg.aux_weight * n_main / len(aux)
     plan = engine.side_swap_plan(spec.outputs)
     scheduler = engine.warmup_cosine(optimizer, int(cfg.warmup_epochs * steps), cfg.epochs * steps)
     for _ in range(state["epoch"] * steps):  # fast-forward the schedule after a resume
@@ -199,9 +212,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "minutes": minutes,
         }
         out_of_time = 0 < cfg.max_minutes <= minutes
-        if cfg.max_minutes > 0:  # decay the learning rate over the epochs the budget leaves (same on every rank)
-            fit = int(cfg.max_minutes * (epoch + 1) / max(minutes, 1e-6))
-            scheduler.lr_lambdas[0].total_steps = min(cfg.epochs, max(fit, epoch + 2)) * steps
+        engine.fit_schedule_to_budget(scheduler, cfg.max_minutes, minutes, epoch + 1, cfg.epochs, steps)
         stop = state["stale_epochs"] >= cfg.patience or out_of_time
         metrics.update(best_val_mae=state["best_val_mae"], stopped_early=stop)
         if rank == 0:
@@ -317,18 +328,20 @@ def build_trainer(
     )
 
 
-def export_best(result: ray.train.Result, destination: Path) -> dict[str, Any]:
-    """Copy the best checkpoint by val MAE to `destination` with the main targets' head only."""
+def export_best(result: ray.train.Result, destination: Path, *, serving: bool = True, half: bool = False) -> dict[str, Any]:
+    """Copy the best checkpoint by val MAE to `destination`; for `serving`, with the targets' and
+    factors' head rows only; `half` stores float16 weights."""
     if not result.best_checkpoints:
         raise UserError("training reported no checkpoint; nothing to export")
     checkpoint, metrics = min(result.best_checkpoints, key=lambda pair: pair[1][METRIC])
     with checkpoint.as_directory() as directory:
-        model = without_aux(load_checkpoint_model(directory))
+        model = load_checkpoint_model(directory)
         meta = read_meta(directory)
+    model = for_serving(model) if serving else model
     extra = {k: v for k, v in meta.items() if k not in {*asdict(model.spec), "format_version"}}
     if destination.exists():
         shutil.rmtree(destination)
-    save_checkpoint(destination, model, **extra)
+    save_checkpoint(destination, model, half=half, **extra)
     return metrics
 
 
@@ -361,7 +374,7 @@ def train(
     if n_train // num_workers < cfg.batch_size:
         raise UserError(f"batch size {cfg.batch_size} x {num_workers} worker(s) is larger than the training split ({n_train} rows); lower --batch-size")
     print(
-        f"training {cfg.backbone} at {cfg.image_size} px on {n_train} images (val {n_val}); targets {payload['targets']}"
+        f"training {cfg.backbone} at {cfg.image_size} px on {n_train} images (val {n_val}); targets {payload['targets']} ({payload['head']} head)"
         + (f" + {len(payload['aux'])} auxiliary" if payload["aux"] else "")
         + f"; {num_workers} worker(s) x {scaling.resources_per_worker['CPU']} CPU{' + GPU' if use_gpu else ''}"
     )
@@ -411,9 +424,21 @@ def config_from_args(args: argparse.Namespace) -> engine.TrainConfig:
     data.update({k: v for k, v in overrides.items() if v is not None})
     if args.freeze_backbone:
         data["freeze_backbone"] = True
+    if args.head:
+        data["head"] = args.head
+    data = inherit_from_checkpoint(data)
     cfg = from_dict(engine.TrainConfig, data)
     cfg.check("training settings")
     return cfg
+
+
+def inherit_from_checkpoint(settings: dict[str, Any]) -> dict[str, Any]:
+    """Fine-tuning from one of our checkpoints: its backbone and input size unless set otherwise."""
+    source = settings.get("init_from")
+    if not source or not Path(source).is_dir():
+        return settings
+    meta = read_meta(source)
+    return {"backbone": meta["backbone"], "image_size": meta["image_size"], **settings}
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -424,9 +449,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, help="square input side in pixels (default 64)")
     parser.add_argument("--lr", type=float, help="peak learning rate of AdamW (default 2e-3)")
     parser.add_argument("--init-from", "--pretrained", dest="init_from", metavar="PATH",
-                        help="start from these weights: one of our checkpoint folders (fine-tuning; the head is swapped "
-                        "for the data's targets) or a timm/torchvision weights file; nothing is downloaded")
+                        help="start from these weights: one of our checkpoint folders, e.g. the shipped pretrained/regnetx_002-64 "
+                        "(fine-tuning: its backbone and input size unless given, head rows kept for the outputs both have) "
+                        "or a timm/torchvision weights file; nothing is downloaded")
     parser.add_argument("--freeze-backbone", action="store_true", help="train only the head")
+    parser.add_argument("--head", choices=["auto", "direct", "decomposed"],
+                        help="direct: regress each score; decomposed: score = visible fraction x facing, so serving can say why a "
+                        "photo fails; auto (default): decomposed when the data or --init-from provide the factors")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--max-minutes", type=float, help="training time budget; stops after the epoch that passes it (default: none)")
     parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (default 1)")

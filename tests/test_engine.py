@@ -46,7 +46,7 @@ def test_augment_geometry_never_pushes_the_photo_out_of_the_frame(aspect):
     cfg = engine.AugmentConfig(zoom_out=0.0, color_jitter=0.0, blur_prob=0.0, jpeg_prob=0.0, flip=True)
     image = _letterboxed(aspect).repeat(16, 1, 1, 1)
     generator = torch.Generator().manual_seed(0)
-    out, flipped = engine.augment(image, torch.full((16,), aspect), cfg, generator)
+    out, flipped, _ = engine.augment(image, torch.full((16,), aspect), cfg, generator)
     before = image.float().div(255).sum(dim=(1, 2, 3))
     after = out.sum(dim=(1, 2, 3))
     assert torch.allclose(after, before, rtol=0.03)
@@ -56,7 +56,7 @@ def test_augment_geometry_never_pushes_the_photo_out_of_the_frame(aspect):
 def test_augment_zoom_out_shrinks_without_losing_the_photo():
     cfg = engine.AugmentConfig(zoom_out=0.3, color_jitter=0.0, blur_prob=0.0, jpeg_prob=0.0, flip=False)
     image = _letterboxed(1.5).repeat(32, 1, 1, 1)
-    out, _ = engine.augment(image, torch.full((32,), 1.5), cfg, torch.Generator().manual_seed(1))
+    out = engine.augment(image, torch.full((32,), 1.5), cfg, torch.Generator().manual_seed(1)).images
     # The photo occupies at least (1 - 0.3)^2 of its area and never touches the frame's edge rows/columns
     # unless it already spanned them (the width, at aspect 1.5).
     ratio = out.sum(dim=(1, 2, 3)) / image.float().div(255).sum(dim=(1, 2, 3))
@@ -67,14 +67,14 @@ def test_augment_zoom_out_shrinks_without_losing_the_photo():
 def test_color_jitter_leaves_the_letterbox_padding_black():
     cfg = engine.AugmentConfig(zoom_out=0.0, color_jitter=0.5, blur_prob=0.0, jpeg_prob=0.0, flip=False)
     image = (_letterboxed(2.0) // 2).repeat(8, 1, 1, 1)
-    out, _ = engine.augment(image, torch.full((8,), 2.0), cfg, torch.Generator().manual_seed(2))
+    out = engine.augment(image, torch.full((8,), 2.0), cfg, torch.Generator().manual_seed(2)).images
     top_band = out[..., :8, :]
     assert top_band.abs().max() < 0.02
 
 
 def test_augment_strength_zero_is_identity():
     image = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    out, flipped = engine.augment(image, torch.ones(4), engine.AugmentConfig(strength=0), torch.Generator())
+    out, flipped, _ = engine.augment(image, torch.ones(4), engine.AugmentConfig(strength=0), torch.Generator())
     assert torch.allclose(out, image.float() / 255) and not flipped.any()
 
 
