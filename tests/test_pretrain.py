@@ -1,0 +1,142 @@
+"""Synthetic pretraining: dense labels, the exact flip, the streamed Ray Data source, fine-tuning from it."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cvcore import engine
+from cvcore import pretrain as dense
+from cvcore.model import build_model, load_model, read_meta
+from cvcore.synth import PARTS, Camera, random_scene, render_scene
+from ray_jobs import pretrain as pretrain_job
+from ray_jobs import train as train_job
+
+BACKBONE = "resnet10t"
+
+
+def test_dense_labels_cover_every_part_factor_and_pose():
+    spec = dense.pretrain_spec(BACKBONE, 32)
+    assert spec.targets[:2] == ["perspective_score_hood", "perspective_score_backdoor_left"]
+    assert len(spec.targets) == len(PARTS) and len(spec.factors) == 2 * len(PARTS)
+    assert spec.aux_targets == dense.POSE_COLUMNS and spec.mask_classes == len(PARTS) + 1
+    batch = dense.render_batch(np.arange(4), seed=3, columns=spec.outputs, image_size=32, render_size=(80, 60))
+    assert batch["image"].shape == (4, 32, 32, 3) and batch["mask"].shape == (4, 32, 32)
+    assert batch["labels"].shape == (4, len(spec.outputs)) and np.allclose(batch["aspect"], 80 / 60)
+    labels = batch["labels"]
+    n = len(PARTS)
+    score, visible, facing = labels[:, :n], labels[:, n : 2 * n], labels[:, 2 * n : 3 * n]
+    product = visible * facing
+    assert np.allclose(np.where(product < 0.02, 0, product), score, atol=1e-3)  # the labels' own definition
+    pose = labels[:, 3 * n :]
+    assert pose.min() >= 0 and pose.max() <= 1
+    assert batch["mask"].max() <= len(PARTS) and (batch["mask"] > 0).any()
+    letterbox_rows = batch["mask"][:, :4]  # 80x60 letterboxed into a square leaves bands at top and bottom
+    assert not letterbox_rows.any()
+
+
+def _mirrored(camera: Camera) -> Camera:
+    """The same camera reflected in the car's plane of symmetry (y -> -y)."""
+    flip = np.array([1.0, -1.0, 1.0])
+    return dataclasses.replace(
+        camera,
+        position=tuple(np.asarray(camera.position) * flip),
+        target=tuple(np.asarray(camera.target) * flip),
+        roll_deg=-camera.roll_deg,
+        shift=(-camera.shift[0], camera.shift[1]),
+    )
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_the_flip_is_exact_on_renders(index):
+    """A mirrored photo is the photo from the mirrored camera: labels swap sides, mask ids mirror."""
+    scene = random_scene(np.random.default_rng([7, index]), width=120, height=90)
+    seen = render_scene(scene.car, scene.camera)
+    mirrored = render_scene(scene.car, _mirrored(scene.camera))
+    spec = dense.pretrain_spec(BACKBONE, 32)
+    columns = spec.outputs
+    labels = torch.from_numpy(dense.dense_labels(seen.labels, columns))[None]
+    expected = torch.from_numpy(dense.dense_labels(mirrored.labels, columns))[None]
+    flipped, weights = engine.apply_flip(labels, torch.ones_like(labels), torch.tensor([True]), engine.side_swap_plan(columns))
+    known = weights[0] > 0
+    assert known.sum() == len(columns) - 1  # only the azimuth's sine is unknown after a flip
+    assert torch.allclose(flipped[0][known], expected[0][known], atol=0.03)
+    mask = dense.mask_mirror()[torch.from_numpy(np.ascontiguousarray(seen.mask[:, ::-1])).long()]
+    agree = (mask.numpy() == mirrored.mask).mean()
+    assert agree > 0.99
+
+
+def test_augment_moves_masks_with_the_pixels():
+    images = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+    images[:, :, 8:16, 4:12] = 255
+    masks = torch.zeros(2, 32, 32, dtype=torch.uint8)
+    masks[:, 8:16, 4:12] = 5
+    cfg = engine.AugmentConfig(color_jitter=0, blur_prob=0, jpeg_prob=0, zoom_out=0.3)
+    out = engine.augment(images, torch.ones(2), cfg, torch.Generator().manual_seed(0), masks)
+    bright = out.images.mean(dim=1) > 0.5
+    assert torch.equal(bright, out.masks == 5)
+    assert set(out.masks.unique().tolist()) <= {0, 5}
+
+
+def test_a_training_step_with_masks_lowers_the_loss():
+    torch.manual_seed(0)
+    spec = dense.pretrain_spec(BACKBONE, 32)
+    batch = dense.render_batch(np.arange(8), seed=1, columns=spec.outputs, image_size=32, render_size=(80, 60))
+    model = build_model(spec)
+    tensors = tuple(torch.from_numpy(batch[k]) for k in ("image", "labels", "aspect", "mask"))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    scheduler = engine.warmup_cosine(optimizer, 0, 100)
+    masks = engine.MaskSupervision(0.3, dense.mask_mirror())
+    args = (optimizer, scheduler, dense.output_weights(spec, 0.1), engine.side_swap_plan(spec.outputs),
+            engine.AugmentConfig(strength=0), engine.StepConfig(), torch.device("cpu"), torch.Generator())  # fmt: skip
+    first = engine.train_one_epoch(model, [tensors], *args, masks)["train_loss"]
+    for _ in range(15):
+        last = engine.train_one_epoch(model, [tensors], *args, masks)["train_loss"]
+    assert last < 0.7 * first
+
+
+@pytest.fixture(scope="module")
+def pretrained(ray_session, tmp_path_factory):
+    """A tiny pretraining run on the streamed source (Ray Data renders, Ray Train consumes)."""
+    output = tmp_path_factory.mktemp("pretrain")
+    cfg = dense.PretrainConfig(
+        backbone=BACKBONE, image_size=32, render_width=64, render_height=48, batch_size=16,
+        images=96, images_per_epoch=32, val_images=16, warmup_images=16,
+    )  # fmt: skip
+    result = pretrain_job.pretrain(output, cfg, cpus_per_worker=1, render_cpus=0.5)
+    return output, result
+
+
+def test_pretraining_streams_renders_and_exports_a_self_describing_checkpoint(pretrained):
+    output, result = pretrained
+    history = result["history"]
+    assert [h["images_seen"] for h in history] == [32, 64, 96]  # every streamed image seen once
+    assert all(0 <= h["data_wait_share"] <= 1 for h in history)
+    meta = read_meta(output / "best")
+    assert meta["backbone"] == BACKBONE and meta["head"] == "decomposed" and meta["mask_classes"] == len(PARTS) + 1
+    assert meta["metrics"]["images_seen"] in (32, 64, 96) and meta["pretrain_config"]["images"] == 96
+    predictor = load_model(output / "best")
+    scores, factors = predictor.explain_arrays(np.zeros((1, 32, 32, 3), np.uint8))
+    assert scores.shape == (1, len(PARTS)) and factors.shape == (1, 2 * len(PARTS))
+
+
+def test_pretraining_refuses_a_split_that_starves_the_renderer(ray_session, tmp_path):
+    with pytest.raises(Exception, match="stream would stall"):
+        pretrain_job.pretrain(tmp_path, dense.PretrainConfig(images=8), cpus_per_worker=2, render_cpus=0.5)
+
+
+def test_fine_tuning_from_the_pretrained_checkpoint_keeps_its_factor_rows(pretrained, tiny_dataset, tmp_path):
+    output, _ = pretrained
+    settings = train_job.inherit_from_checkpoint({"init_from": str(output / "best")})
+    assert settings["backbone"] == BACKBONE and settings["image_size"] == 32
+    cfg = engine.TrainConfig(**{**settings, "epochs": 1, "batch_size": 16, "aux_columns": []})
+    result = train_job.train(tiny_dataset, tmp_path, cfg, cpus_per_worker=1, targets=["perspective_score_hood", "perspective_score_backdoor_left"])
+    assert result["history"]
+    meta = json.loads((tmp_path / "best" / "model.json").read_text())
+    assert meta["head"] == "decomposed" and meta["mask_classes"] == 0 and meta["aux_targets"] == []
+    assert meta["training_config"]["init_from"] == str(output / "best")
+    assert load_model(tmp_path / "best").factors == [
+        "visible_fraction_hood", "visible_fraction_backdoor_left", "facing_hood", "facing_backdoor_left"
+    ]  # fmt: skip
