@@ -43,6 +43,7 @@ from ray.tune.search import BasicVariantGenerator
 from cvcore import engine
 from cvcore.config import from_dict, load_yaml
 from cvcore.errors import UserError
+from cvcore.model import read_meta
 from ray_jobs.cli import init_ray, run
 from ray_jobs.train import METRIC, build_trainer, export_best, load_training_data, scaling_for
 
@@ -124,8 +125,8 @@ def search_space(request: TuneRequest) -> dict[str, Any]:
         if name == "epochs":
             raise UserError(f"{where}: the epochs of a trial are search.max_epochs (--max-epochs)")
         kind, args = _distribution(value, where)
-        if kind and name == "aux_columns":
-            raise UserError(f"{where} must be a constant: the data are loaded once for every trial")
+        if kind and name in ("aux_columns", "head", "init_from"):
+            raise UserError(f"{where} must be a constant: the data (and their label columns) are loaded once for every trial")
         for candidate in _candidates(kind, args):
             from_dict(engine.TrainConfig, _nest({name: candidate}), "space").check(where)
         flat[name] = value if kind is None else tune.choice(args) if kind == "choice" else getattr(tune, kind)(*args)
@@ -309,6 +310,14 @@ def search(data: str | Path, output: str | Path, request: TuneRequest, *, resume
     return summary
 
 
+def fine_tuning_space(space: dict[str, Any], checkpoint: str | Path) -> dict[str, Any]:
+    """The space with every trial starting from `checkpoint`, whose backbone it must then use."""
+    meta = read_meta(checkpoint)
+    if space.get("backbone", meta["backbone"]) != meta["backbone"]:
+        print(f"--init-from {checkpoint}: every trial uses its backbone {meta['backbone']} instead of the space's {space['backbone']}")
+    return {**space, "init_from": str(Path(checkpoint).resolve()), "backbone": meta["backbone"]}
+
+
 def refuse_other_experiment(output: Path, request: TuneRequest) -> None:
     """Never mix a new search into an output holding another search or a train run."""
     if (output / SETTINGS_FILE).is_file() or (output / "best").exists() or tune.Tuner.can_restore(request.experiment_path):
@@ -420,6 +429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where Tune and the trials' Train runs keep results and checkpoints (default OUTPUT/ray_results); "
         "a multi-node cluster needs storage every node reaches: a shared file system path or an s3:// / gs:// URI",
     )
+    parser.add_argument("--init-from", metavar="DIR",
+                        help="fine-tune every trial from this checkpoint of ours (e.g. pretrained/regnetx_002-64): "
+                        "pins the space's backbone to the checkpoint's")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted search in OUTPUT with the settings it was started with; finished trials are kept")
     args = parser.parse_args(argv)
     if args.resume:
@@ -436,6 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "scheduler": args.scheduler,
             "seed": args.seed,
         }
+        if args.init_from:
+            request = replace(request, space=fine_tuning_space(request.space, args.init_from))
         request = replace(
             request,
             search=replace(request.search, **{k: v for k, v in overrides.items() if v is not None}),

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from cvcore.model import load_model, read_meta
+from cvcore.model import ModelSpec, build_model, load_model, read_meta, save_checkpoint
 from ray_jobs import prepare, tune
 from ray_jobs.cli import run
 
@@ -127,6 +127,8 @@ def test_a_second_search_into_the_same_output_is_refused(searched, prepared_dir,
         ("search: {samples: 3}\nspace: {lr: 0.001}", [], "unknown key(s) in"),
         ("space: {lr: 0.001}\nextra: 1", [], "unknown section(s)"),
         ("space: [lr", [], "is not valid YAML"),
+        ("space: {head: {choice: [direct, decomposed]}}", [], "space.head must be a constant"),
+        ("space: {lr: 0.001}", ["--init-from", "/no/such/checkpoint"], "checkpoint directory not found"),
         ("space: {lr: 0.001}", ["--num-samples", "0"], "num-samples must be at least 1"),
         ("space: {lr: 0.001}", ["--max-epochs", "2", "--grace-period", "3"], "grace-period (3) cannot exceed max-epochs (2)"),
     ],
@@ -178,3 +180,9 @@ def test_an_interrupted_search_resumes_without_redoing_finished_work(prepared_di
         assert [r["epoch"] for r in history] == [1, 2]  # resumed trials went on from their checkpoints
         assert history[: len(before.get(trial_id, []))] == before.get(trial_id, [])
     assert load_model(output / "best").targets == TARGETS
+
+
+def test_fine_tuning_pins_every_trial_to_the_checkpoint_backbone(tmp_path):
+    save_checkpoint(tmp_path / "ckpt", build_model(ModelSpec("resnet10t", ["perspective_score_hood"], 32)))
+    space = tune.fine_tuning_space({"backbone": {"choice": ["resnet18", "resnet10t"]}, "lr": 0.01}, tmp_path / "ckpt")
+    assert space == {"backbone": "resnet10t", "lr": 0.01, "init_from": str((tmp_path / "ckpt").resolve())}
