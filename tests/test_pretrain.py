@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,12 +10,13 @@ import torch
 
 from cvcore import engine
 from cvcore import pretrain as dense
-from cvcore.model import build_model, load_model, read_meta
+from cvcore.model import ModelSpec, build_model, load_model, read_meta
 from cvcore.synth import PARTS, Camera, random_scene, render_scene
 from ray_jobs import pretrain as pretrain_job
 from ray_jobs import train as train_job
 
 BACKBONE = "resnet10t"
+SHIPPED = Path(__file__).resolve().parents[1] / "pretrained" / "regnetx_002-64"
 
 
 def test_dense_labels_cover_every_part_factor_and_pose():
@@ -140,3 +142,16 @@ def test_fine_tuning_from_the_pretrained_checkpoint_keeps_its_factor_rows(pretra
     assert load_model(tmp_path / "best").factors == [
         "visible_fraction_hood", "visible_fraction_backdoor_left", "facing_hood", "facing_backdoor_left"
     ]  # fmt: skip
+
+
+def test_the_shipped_backbone_loads_fits_the_current_code_and_knows_the_task():
+    meta = read_meta(SHIPPED)
+    spec = dense.pretrain_spec(meta["backbone"], meta["image_size"])
+    assert meta["targets"] == spec.targets and meta["aux_targets"] == spec.aux_targets and meta["head"] == "decomposed"
+    assert (SHIPPED / "model.safetensors").stat().st_size < 8 * 2**20  # a few MB
+    predictor = load_model(SHIPPED)
+    batch = dense.render_batch(np.arange(48), seed=99, columns=spec.outputs, image_size=spec.image_size, render_size=(160, 120))
+    scores = predictor.predict_arrays(batch["image"])
+    assert np.abs(scores[:, :2] - batch["labels"][:, :2]).mean() < 0.12  # all zeros would be about 0.29
+    tuned = build_model(ModelSpec(meta["backbone"], ["perspective_score_hood"], 64, head="decomposed"), init_from=SHIPPED)
+    assert tuned.spec.factors == ["visible_fraction_hood", "facing_hood"]
