@@ -2,6 +2,7 @@
 
     python bench/bench_pretrain.py [--checkpoint pretrained/regnetx_002-64] [--n 4000] [--minutes 10]
                                    [--seed 7] [--distribution shifted] [--out runs/bench_pretrain]
+    python bench/bench_pretrain.py --curve runs/pretrain-regnetx002     # the pretraining's own curve
 
 Renders a customer-format data set (imgs/ + the two challenge columns, nothing else) that the
 pretraining never saw: another seed and another scene distribution (`--distribution shifted`:
@@ -43,7 +44,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7, help="renderer seed of the customer set (default 7)")
     parser.add_argument("--distribution", default="shifted", help="scene distribution of the customer set (default shifted)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_pretrain"))
+    parser.add_argument("--curve", type=Path, metavar="PRETRAIN_OUTPUT",
+                        help="only print the pretraining curve (held-out MAE against images seen) of a ray_jobs.pretrain output")
     args = parser.parse_args()
+    if args.curve:
+        print_curve(args.curve)
+        return
 
     out = args.out.resolve()
     meta = read_meta(args.checkpoint)
@@ -63,7 +69,7 @@ def main() -> None:
         f"from scratch, {meta['backbone']}": ["--backbone", meta["backbone"], "--image-size", str(meta["image_size"])],
         f"from scratch, {TrainConfig().backbone} (training default)": [],
     }
-    common = ["--data", str(prepared), "--max-minutes", str(args.minutes), "--epochs", "200", "--cpus-per-worker", "1"]
+    common = ["--data", str(prepared), "--max-minutes", str(args.minutes), "--epochs", "200", "--patience", "200", "--cpus-per-worker", "1"]
     processes = {}
     started = time.perf_counter()
     for i, (name, extra) in enumerate(runs.items()):
@@ -102,6 +108,22 @@ def main() -> None:
         verdicts.append(f"{t}: {mae:.4f} = {mae / best_scratch:.0%} of the best from-scratch run ({'met' if ok else 'missed'})")
     print(f"\ngoal: fine-tuned test MAE <= {MAE_GOAL} and <= half of from scratch, per target\n" + "\n".join(verdicts))
     (out / "bench_pretrain.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2))
+
+
+def print_curve(output: Path) -> None:
+    """The pretraining's own curve from its metrics.jsonl."""
+    from ray_jobs.train import read_history
+
+    history = read_history(output)
+    if not history:
+        raise SystemExit(f"no metrics.jsonl in {output}")
+    print("| images seen | minutes | val MAE hood | val MAE back-left door | val MAE all 23 parts | images/s | waiting for renders |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for h in history:
+        print(
+            f"| {h['images_seen']} | {h['train_minutes']:.1f} | {h['val_mae_perspective_score_hood']:.4f} | "
+            f"{h['val_mae_perspective_score_backdoor_left']:.4f} | {h['val_mae_all_parts']:.4f} | {h['images_per_s']:.0f} | {h['data_wait_share']:.0%} |"
+        )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from ray_jobs import tune as tune_job
 from ray_jobs.cli import init_ray, run
 from ray_jobs.evaluate import evaluate
 from ray_jobs.prepare import prepare
+from ray_jobs.pretrain import SHIPPED_BACKBONE
 from ray_jobs.train import train
 
 SYNTHETIC_DATA = "data/synthetic-{n}"
@@ -40,11 +41,12 @@ class Preset:
     train_epochs: int
     train_minutes: float  # time budget of the final training (0: epochs only)
     space: dict | None = None  # overrides of the tune space (None: configs/tune.yaml as is)
+    fine_tune: bool = True  # start from the shipped pretrained backbone (which then replaces the space's backbones)
 
 
 PRESETS = {
     # End-to-end check in about two minutes (tests use it); the model learns little.
-    "smoke": Preset(120, 32, 2, 1, 1, 0, {"backbone": "resnet10t", "image_size": 32, "batch_size": 16}),
+    "smoke": Preset(120, 32, 2, 1, 1, 0, {"backbone": "resnet10t", "image_size": 32, "batch_size": 16}, fine_tune=False),
     # The default: about 12 minutes on a 2-core laptop (bench/RESULTS.md).
     "small": Preset(4000, 64, 4, 2, 40, 8, {"backbone": {"choice": ["resnet10t", "resnet18"]}, "image_size": 64, "batch_size": 32}),
     # For a real cluster: a wider search and a longer final training.
@@ -57,7 +59,10 @@ def stage(title: str) -> float:
     return time.perf_counter()
 
 
-def pipeline(data: Path | None, output: Path, preset: Preset, *, port: int = 8000, serve_forever: bool = False) -> dict:
+def pipeline(
+    data: Path | None, output: Path, preset: Preset, *, init_from: Path | None = None, port: int = 8000, serve_forever: bool = False
+) -> dict:
+    """Run every stage; `init_from` (a pretrained checkpoint) makes every trial and the final run fine-tune from it."""
     output = output.resolve()
     output.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -87,6 +92,8 @@ def pipeline(data: Path | None, output: Path, preset: Preset, *, port: int = 800
         space={**request.space, **(preset.space or {})},
         targets=dataset.targets,
     )
+    if init_from is not None:
+        request = replace(request, space=tune_job.fine_tuning_space(request.space, init_from))
     tune_job.search(prepared, output / "tune", request, resume=(output / "tune" / tune_job.SETTINGS_FILE).is_file())
 
     stage("train the best configuration (Ray Train)")
@@ -149,10 +156,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, help=f"data set (imgs/ + CSV); default: a synthetic one rendered into {SYNTHETIC_DATA.format(n='N')}")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"folder for every stage's output (default {DEFAULT_OUTPUT})")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="small", help="how much work: smoke (~2 min), small (default, ~12 min on 2 cores), large")
+    parser.add_argument("--init-from", type=Path, metavar="DIR",
+                        help=f"pretrained checkpoint every training starts from (default: the shipped {SHIPPED_BACKBONE.name}, "
+                        "except with the smoke preset, which trains from scratch)")
+    parser.add_argument("--from-scratch", action="store_true", help="train from random weights instead of fine-tuning")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port of the endpoint (default 8000)")
     parser.add_argument("--serve-forever", action="store_true", help="keep the endpoint up after the run until Ctrl-C")
     args = parser.parse_args(argv)
-    pipeline(args.data, args.output, PRESETS[args.preset], port=args.port, serve_forever=args.serve_forever)
+    preset = PRESETS[args.preset]
+    if args.from_scratch and args.init_from:
+        parser.error("--from-scratch and --init-from contradict each other")
+    init_from = args.init_from or (SHIPPED_BACKBONE if preset.fine_tune and not args.from_scratch else None)
+    pipeline(args.data, args.output, preset, init_from=init_from, port=args.port, serve_forever=args.serve_forever)
     return 0
 
 

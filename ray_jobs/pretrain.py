@@ -42,6 +42,8 @@ from cvcore.model import build_model, load_state, load_weights, save_checkpoint,
 from ray_jobs.cli import init_ray, positive_int, run
 from ray_jobs.train import METRIC, RunLogCallback, export_best, read_history, scaling_for
 
+SHIPPED_BACKBONE = Path(__file__).resolve().parents[1] / "pretrained" / "regnetx_002-64"
+"""Made by this job (pretrained/README.md has the command); what fine-tuning starts from by default."""
 RENDER_BATCH = 32  # images per Ray Data render call: small enough to keep the trainer fed early
 IMAGES_PER_BLOCK = 4096  # indices per read block; each becomes one render task that streams out its batches
 

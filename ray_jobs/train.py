@@ -420,6 +420,7 @@ def config_from_args(args: argparse.Namespace) -> engine.TrainConfig:
         "init_from": args.init_from,
         "seed": args.seed,
         "max_minutes": args.max_minutes,
+        "patience": args.patience,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
     if args.freeze_backbone:
@@ -432,13 +433,19 @@ def config_from_args(args: argparse.Namespace) -> engine.TrainConfig:
     return cfg
 
 
+FINE_TUNE_LR = 1e-3
+"""Default peak learning rate when fine-tuning (half of training from scratch): a pretrained
+backbone only needs to adapt, and measured here the scratch rate made validation MAE jump around."""
+
+
 def inherit_from_checkpoint(settings: dict[str, Any]) -> dict[str, Any]:
-    """Fine-tuning from one of our checkpoints: its backbone and input size unless set otherwise."""
+    """Fine-tuning from one of our checkpoints: its backbone and input size, and the fine-tuning
+    learning rate, unless set otherwise."""
     source = settings.get("init_from")
     if not source or not Path(source).is_dir():
         return settings
     meta = read_meta(source)
-    return {"backbone": meta["backbone"], "image_size": meta["image_size"], **settings}
+    return {"backbone": meta["backbone"], "image_size": meta["image_size"], "lr": FINE_TUNE_LR, **settings}
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -447,7 +454,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="maximum epochs (default 20; early stopping may end sooner)")
     parser.add_argument("--batch-size", type=int, help="per-worker batch size (default 64)")
     parser.add_argument("--image-size", type=int, help="square input side in pixels (default 64)")
-    parser.add_argument("--lr", type=float, help="peak learning rate of AdamW (default 2e-3)")
+    parser.add_argument("--lr", type=float, help=f"peak learning rate of AdamW (default 2e-3; {FINE_TUNE_LR:g} with --init-from one of our checkpoints)")
     parser.add_argument("--init-from", "--pretrained", dest="init_from", metavar="PATH",
                         help="start from these weights: one of our checkpoint folders, e.g. the shipped pretrained/regnetx_002-64 "
                         "(fine-tuning: its backbone and input size unless given, head rows kept for the outputs both have) "
@@ -458,6 +465,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         "photo fails; auto (default): decomposed when the data or --init-from provide the factors")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--max-minutes", type=float, help="training time budget; stops after the epoch that passes it (default: none)")
+    parser.add_argument("--patience", type=int, help="epochs without a better val MAE before stopping early (default 6)")
     parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (default 1)")
     parser.add_argument("--cpus-per-worker", type=int, help="CPUs per worker (default: all CPUs / workers; 2 with --use-gpu)")
     parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker, bf16 autocast, channels-last")

@@ -310,12 +310,20 @@ def search(data: str | Path, output: str | Path, request: TuneRequest, *, resume
     return summary
 
 
+FINE_TUNE_LR_RANGE = {"loguniform": [2.0e-4, 2.0e-3]}
+"""Learning rates for fine-tuning trials: around ray_jobs.train's FINE_TUNE_LR; the scratch range's
+upper end would wreck the pretrained weights."""
+
+
 def fine_tuning_space(space: dict[str, Any], checkpoint: str | Path) -> dict[str, Any]:
-    """The space with every trial starting from `checkpoint`, whose backbone it must then use."""
+    """The space with every trial starting from `checkpoint`, whose backbone it must then use, and
+    learning rates for fine-tuning."""
     meta = read_meta(checkpoint)
     if space.get("backbone", meta["backbone"]) != meta["backbone"]:
         print(f"--init-from {checkpoint}: every trial uses its backbone {meta['backbone']} instead of the space's {space['backbone']}")
-    return {**space, "init_from": str(Path(checkpoint).resolve()), "backbone": meta["backbone"]}
+    if space.get("lr", FINE_TUNE_LR_RANGE) != FINE_TUNE_LR_RANGE:
+        print(f"--init-from {checkpoint}: learning rates {FINE_TUNE_LR_RANGE} instead of the space's {space['lr']}")
+    return {**space, "init_from": str(Path(checkpoint).resolve()), "backbone": meta["backbone"], "lr": FINE_TUNE_LR_RANGE}
 
 
 def refuse_other_experiment(output: Path, request: TuneRequest) -> None:

@@ -21,3 +21,9 @@ def test_smoke_pipeline_runs_every_stage(tmp_path, monkeypatch, ray_session, fre
     assert (tmp_path / "run" / "tune" / "tune_summary.csv").is_file()
     assert (tmp_path / "run" / "train" / "best" / "model.safetensors").is_file()
     assert set(result["response"]["scores"]) == {"perspective_score_hood", "perspective_score_backdoor_left"}
+
+
+def test_from_scratch_and_init_from_contradict(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        pipeline.main(["--from-scratch", "--init-from", "pretrained/regnetx_002-64"])
+    assert exit_info.value.code == 2 and "contradict" in capsys.readouterr().err

@@ -152,6 +152,6 @@ def test_the_shipped_backbone_loads_fits_the_current_code_and_knows_the_task():
     predictor = load_model(SHIPPED)
     batch = dense.render_batch(np.arange(48), seed=99, columns=spec.outputs, image_size=spec.image_size, render_size=(160, 120))
     scores = predictor.predict_arrays(batch["image"])
-    assert np.abs(scores[:, :2] - batch["labels"][:, :2]).mean() < 0.12  # all zeros would be about 0.29
+    assert np.abs(scores[:, :2] - batch["labels"][:, :2]).mean() < 0.08  # 0.045 when shipped; all zeros: about 0.29
     tuned = build_model(ModelSpec(meta["backbone"], ["perspective_score_hood"], 64, head="decomposed"), init_from=SHIPPED)
     assert tuned.spec.factors == ["visible_fraction_hood", "facing_hood"]

@@ -182,7 +182,7 @@ def test_an_interrupted_search_resumes_without_redoing_finished_work(prepared_di
     assert load_model(output / "best").targets == TARGETS
 
 
-def test_fine_tuning_pins_every_trial_to_the_checkpoint_backbone(tmp_path):
+def test_fine_tuning_pins_every_trial_to_the_checkpoint_backbone_and_fine_tuning_rates(tmp_path):
     save_checkpoint(tmp_path / "ckpt", build_model(ModelSpec("resnet10t", ["perspective_score_hood"], 32)))
     space = tune.fine_tuning_space({"backbone": {"choice": ["resnet18", "resnet10t"]}, "lr": 0.01}, tmp_path / "ckpt")
-    assert space == {"backbone": "resnet10t", "lr": 0.01, "init_from": str((tmp_path / "ckpt").resolve())}
+    assert space == {"backbone": "resnet10t", "lr": tune.FINE_TUNE_LR_RANGE, "init_from": str((tmp_path / "ckpt").resolve())}
