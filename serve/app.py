@@ -201,11 +201,13 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 _bearer = HTTPBearer(auto_error=False)
 
 
-def presented_key(
+async def presented_key(
     x_api_key: str | None = Security(_api_key_header),
     bearer: HTTPAuthorizationCredentials | None = Security(_bearer),
 ) -> str | None:
-    """The key the client sent, as `X-API-Key` or `Authorization: Bearer` (declared so /docs offers both)."""
+    """The key the client sent, as `X-API-Key` or `Authorization: Bearer` (declared so /docs offers both).
+    `async` although it awaits nothing: FastAPI runs a plain `def` dependency in a worker thread,
+    a thread hop per request for a dictionary lookup."""
     return x_api_key or (bearer.credentials if bearer else None)
 
 
@@ -366,15 +368,18 @@ class CarPartScorer:
         except ImageError as err:
             raise ApiError(400, "invalid_image", str(err)) from None
         row = await self._score(image)
-        scores = {target: float(value) for target, value in zip(self.predictor.targets, row)}
-        return scores, judge(scores, self.args.thresholds)
+        n = len(self.predictor.targets)
+        scores = {target: float(value) for target, value in zip(self.predictor.targets, row[:n])}
+        factors = {name: float(value) for name, value in zip(self.predictor.factors, row[n:])}
+        return scores, judge(scores, self.args.thresholds, factors)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _score(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """One forward pass for the images of concurrent requests (sizes set from AppArgs in __init__)."""
+        """One forward pass for the images of concurrent requests (sizes set from AppArgs in __init__);
+        each row holds the scores, then the factors of a decomposed head."""
         self.metrics.batch_size.observe(len(images))
-        scores = await asyncio.to_thread(self.predictor.predict_arrays, np.stack(images))
-        return list(scores)
+        scores, factors = await asyncio.to_thread(self.predictor.explain_arrays, np.stack(images))
+        return list(np.concatenate([scores, factors], axis=1))
 
     async def _body(self, request: Request) -> AsyncIterator[bytes]:
         """The request body, refused when empty or past `max_body_bytes`: from Content-Length before

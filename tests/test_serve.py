@@ -66,10 +66,11 @@ def png_header(width: int, height: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    """A train output holding best/: an untrained resnet10t whose head is biased to 0.5, so that
-    the scores land inside (0, 1) instead of being clamped to the same 0."""
+    """A train output holding best/: an untrained resnet10t with a decomposed head (scores are
+    visible fraction x facing, so verdicts come from the factors) whose head is biased to 0.5, so
+    that the scores land inside (0, 1). The direct head's verdicts are tested without HTTP below."""
     torch.manual_seed(0)
-    model = build_model(ModelSpec("resnet10t", TARGETS, image_size=64))
+    model = build_model(ModelSpec("resnet10t", TARGETS, image_size=64, head="decomposed"))
     torch.nn.init.constant_(model.net.get_classifier().bias, 0.5)
     root = tmp_path_factory.mktemp("run")
     save_checkpoint(root / "best", model, metrics={"mean": {"mae": 0.123}})
@@ -138,6 +139,13 @@ def test_multipart_and_raw_uploads_score_like_the_predictor(client, predictor, t
         hood = body["verdicts"]["perspective_score_hood"]
         assert hood["name"] == "hood" and hood["decision"] in ("accept", "retake") and hood["hint"]
         assert body["model"]["backbone"] == "resnet10t" and body["model"]["image_size"] == 64
+    scores, factors = predictor.explain_arrays(predictor.preprocess(path)[None])
+    named = dict(zip(predictor.factors, factors[0]))
+    for target, verdict in multipart.json()["verdicts"].items():  # the reason comes from the factors
+        part = target.removeprefix("perspective_score_")
+        assert verdict["visible_fraction"] == pytest.approx(named[f"visible_fraction_{part}"], abs=1e-5)
+        assert verdict["facing"] == pytest.approx(named[f"facing_{part}"], abs=1e-5)
+        assert verdict["reason"] in ("ok", "not_visible", "partly_visible", "wrong_angle")
         assert len(body["model"]["id"]) == 12
 
 
