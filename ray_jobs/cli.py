@@ -75,3 +75,10 @@ def init_ray(num_cpus: int | None = None) -> None:
         configure_logging=False,
     )
     print(f"Ray dashboard: http://127.0.0.1:{port}", flush=True)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, run_name: str) -> None:
+    """Where a Ray Train run keeps its checkpoints, the name that resumes it, and its restarts."""
+    parser.add_argument("--storage", help="Ray storage path for checkpoints; on a multi-node cluster use s3://, gs:// or NFS")
+    parser.add_argument("--run-name", default=run_name, help=f"Ray run name; the same name resumes (default {run_name})")
+    parser.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the latest checkpoint (default 2)")

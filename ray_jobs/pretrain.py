@@ -39,7 +39,7 @@ from cvcore.config import from_dict, load_yaml
 from cvcore.errors import UserError
 from cvcore.metrics import MetricSums
 from cvcore.model import build_model, load_state, load_weights, save_checkpoint, unwrap
-from ray_jobs.cli import init_ray, positive_int, run
+from ray_jobs.cli import add_run_arguments, init_ray, positive_int, run
 from ray_jobs.train import METRIC, RunLogCallback, export_best, read_history, scaling_for
 
 SHIPPED_BACKBONE = Path(__file__).resolve().parents[1] / "pretrained" / "regnetx_002-64"
@@ -325,11 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cpus-per-worker", type=positive_int,
                         help="CPUs per training worker (default: half the cluster's CPUs / workers; 2 with --use-gpu)")
     parser.add_argument("--render-cpus", type=_cpus, default=0.5,
-                        help="CPUs per Ray Data render task; the CPUs the trainers leave free run free/this tasks at once (default 0.5)")
+                        help="CPUs per Ray Data render task; as many run at once as the CPUs left by the training workers allow (default 0.5)")
     parser.add_argument("--use-gpu", action="store_true", help="one GPU per training worker, bf16 autocast, channels-last")
-    parser.add_argument("--storage", help="Ray storage path for checkpoints; on a multi-node cluster use s3://, gs:// or NFS")
-    parser.add_argument("--run-name", default="pretrain", help="Ray run name; the same name resumes (default pretrain)")
-    parser.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the latest checkpoint (default 2)")
+    add_run_arguments(parser, run_name="pretrain")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     pretrain(

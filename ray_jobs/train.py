@@ -46,7 +46,7 @@ from cvcore.model import (
     unwrap,
     for_serving,
 )
-from ray_jobs.cli import init_ray, run
+from ray_jobs.cli import add_run_arguments, init_ray, run
 from ray_jobs.prepare import prepare
 
 METRIC = "val_mae"
@@ -484,9 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--targets", help="comma-separated main targets (default: the data set's perspective_score_* columns); "
                         "other numeric columns train as auxiliary outputs")
     add_train_arguments(parser)
-    parser.add_argument("--storage", help="Ray storage path for checkpoints; on a multi-node cluster use s3://, gs:// or NFS")
-    parser.add_argument("--run-name", default="train", help="Ray run name; the same name resumes (default train)")
-    parser.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the latest checkpoint (default 2)")
+    add_run_arguments(parser, run_name="train")
     args = parser.parse_args(argv)
     if args.num_workers < 1:
         parser.error("--num-workers must be at least 1")

@@ -14,6 +14,7 @@ from cvcore.model import ModelSpec, build_model, load_model, read_meta
 from cvcore.synth import PARTS, Camera, random_scene, render_scene
 from ray_jobs import pretrain as pretrain_job
 from ray_jobs import train as train_job
+from ray_jobs.cli import run
 
 BACKBONE = "resnet10t"
 SHIPPED = Path(__file__).resolve().parents[1] / "pretrained" / "regnetx_002-64"
@@ -155,3 +156,19 @@ def test_the_shipped_backbone_loads_fits_the_current_code_and_knows_the_task():
     assert np.abs(scores[:, :2] - batch["labels"][:, :2]).mean() < 0.08  # 0.045 when shipped; all zeros: about 0.29
     tuned = build_model(ModelSpec(meta["backbone"], ["perspective_score_hood"], 64, head="decomposed"), init_from=SHIPPED)
     assert tuned.spec.factors == ["visible_fraction_hood", "facing_hood"]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--render-size", "160-120"], "expected WIDTHxHEIGHT"),
+        (["--render-size", "8x8"], "at least 16 px"),
+        (["--render-cpus", "0"], "must be in (0, 64]"),
+        (["--images", "0"], "must be a positive integer"),
+        (["--backbone", "no_such_net"], "is not a timm model name"),
+    ],
+)
+def test_bad_pretraining_requests_exit_2_with_a_message(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run(pretrain_job.main, ["--output", str(tmp_path), *flags])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
