@@ -10,6 +10,11 @@ cool-down, to show a replica coming and going. The baseline is what one would wr
 Serve: one uvicorn process, a sync FastAPI route, one image per forward pass. It runs after Ray
 has been shut down, so the two never compete. Prints a Markdown table.
 
+Besides what the clients see, the table gives the server side's CPU time per answered request
+(every process this script started: for Serve the whole local Ray instance, proxy, controller and
+replicas included; Linux /proc). On a machine shared with other work, throughput moves with the
+neighbours' load, while CPU per request mostly does not.
+
 Without --checkpoint an untrained checkpoint of the training defaults (`TrainConfig`: backbone
 and image size) is made in a temporary folder: the speed of a network does not depend on its
 weights. The photos are rendered by `cvcore.synth` at --photo-size.
@@ -43,19 +48,22 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 from cvcore.engine import TrainConfig  # noqa: E402
 from cvcore.model import ModelSpec, build_model, load_model, save_checkpoint  # noqa: E402
 from cvcore.synth import CHALLENGE_TARGETS, render_example  # noqa: E402
-from serve.app import AUTOSCALING, AppArgs, CarPartScorer, build_app  # noqa: E402
+from serve.app import AUTOSCALING, PROXY_ENV, AppArgs, CarPartScorer, build_app  # noqa: E402
 
 APP_NAME = "carpart"
 SAMPLE_INTERVAL_S = 1.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
 class LoadResult:
-    """What the clients saw: latency of every answered request, errors by kind, wall time."""
+    """What the clients saw: latency of every answered request, errors by kind, wall time; and the
+    CPU time the servers spent meanwhile."""
 
     seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    server_cpu_s: float = 0.0
 
     @property
     def ok(self) -> int:
@@ -70,6 +78,30 @@ class ReplicaSample:
     t: float
     running: int
     starting: int
+
+
+def server_cpu_s() -> float:
+    """CPU seconds used so far by the living descendants of this process (the servers it started).
+    A process that exits during the load takes its time with it, so this can only undercount."""
+    parent, cpu = {}, {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ..., utime, stime
+            parent[int(entry.name)] = int(fields[1])
+            cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            pid = parent.get(pid, 0)
+            if pid == os.getpid():
+                return True
+        return False
+
+    return sum(seconds for pid, seconds in cpu.items() if descends(pid))
 
 
 def free_port() -> int:
@@ -102,10 +134,12 @@ async def run_load(url: str, photos: list[bytes], clients: int, duration_s: floa
                     result.errors[kind] = result.errors.get(kind, 0) + 1
 
         await asyncio.gather(*(http.post(url, files={"file": ("car.jpg", p, "image/jpeg")}) for p in photos))  # warm-up
+        cpu_before = server_cpu_s()
         begin = time.perf_counter()
         deadline = begin + duration_s
         await asyncio.gather(*(client(i) for i in range(clients)))
         result.seconds = time.perf_counter() - begin
+        result.server_cpu_s = server_cpu_s() - cpu_before
     return result
 
 
@@ -132,6 +166,8 @@ async def bench_serve(args: argparse.Namespace, checkpoint: str, photos: list[by
     # Ray starts its workers at nice 15; the baseline runs at 0. On a machine shared with other
     # work that difference alone would decide the comparison, so both run at 0 here.
     os.environ.setdefault("RAY_worker_niceness", "0")
+    for name, value in PROXY_ENV.items():  # the proxy reads it when it starts, in the environment Ray starts with
+        os.environ.setdefault(name, value)
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
     try:
         port = free_port()
@@ -219,15 +255,15 @@ def timeline(samples: list[ReplicaSample]) -> str:
 
 def table(rows: list[tuple[str, LoadResult, str]]) -> str:
     lines = [
-        "| server | requests | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) | errors | replicas |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| server | requests | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) | errors | server CPU per request (ms) | replicas |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, r, replicas in rows:
         errors = sum(r.errors.values())
         detail = f" ({', '.join(f'{k}: {v}' for k, v in r.errors.items())})" if errors else ""
         lines.append(
             f"| {name} | {r.ok} | {r.ok / r.seconds:.1f} | {r.percentile(50):.0f} | {r.percentile(95):.0f} "
-            f"| {r.percentile(99):.0f} | {errors}{detail} | {replicas} |"
+            f"| {r.percentile(99):.0f} | {errors}{detail} | {r.server_cpu_s / max(r.ok, 1) * 1000:.1f} | {replicas} |"
         )
     return "\n".join(lines)
 

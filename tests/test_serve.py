@@ -23,7 +23,7 @@ from ray.serve.schema import ServeDeploySchema
 from cvcore.errors import UserError
 from cvcore.intake import Decision, IntakeThresholds, Reason, human_name, judge, viewpoint
 from cvcore.model import ModelSpec, build_model, load_model, save_checkpoint
-from serve.app import AUTOSCALING, AppArgs, CarPartScorer, build_app
+from serve.app import AUTOSCALING, REPLICA_ACTOR_OPTIONS, AppArgs, CarPartScorer, build_app
 
 TARGETS = ["perspective_score_hood", "perspective_score_backdoor_left"]
 BODY_LIMIT = 300_000
@@ -316,4 +316,7 @@ def test_config_yaml_deploys_this_app():
     (deployment,) = app["deployments"]
     assert deployment["name"] == CarPartScorer.name and "num_replicas" not in deployment
     assert deployment["max_ongoing_requests"] >= args.max_batch_size
-    assert deployment["autoscaling_config"] == AUTOSCALING  # `serve run` behaves like `serve deploy`
+    # `serve run` behaves like `serve deploy`:
+    assert deployment["autoscaling_config"] == AUTOSCALING
+    assert deployment["ray_actor_options"] == REPLICA_ACTOR_OPTIONS
+    assert args.batch_wait_timeout_s == AppArgs.model_fields["batch_wait_timeout_s"].default
