@@ -40,7 +40,7 @@ from cvcore.errors import UserError
 from cvcore.metrics import MetricSums
 from cvcore.model import build_model, load_state, load_weights, save_checkpoint, unwrap
 from ray_jobs.cli import add_run_arguments, init_ray, positive_int, run
-from ray_jobs.train import METRIC, RunLogCallback, export_best, read_history, scaling_for
+from ray_jobs.train import METRIC, RunLogCallback, export_best, read_history, scaling_for, setup_worker
 
 SHIPPED_BACKBONE = Path(__file__).resolve().parents[1] / "pretrained" / "regnetx_002-64"
 """Made by this job (pretrained/README.md has the command); what fine-tuning starts from by default."""
@@ -83,15 +83,7 @@ def _tensors(batches: Iterator[dict[str, np.ndarray]], clock: dict[str, float]) 
 
 def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     cfg = from_dict(dense.PretrainConfig, config["pretrain"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    use_gpu = device.type == "cuda"
-    cfg.step.amp = cfg.step.amp or use_gpu
-    cfg.step.channels_last = cfg.step.channels_last or use_gpu
-    torch.manual_seed(cfg.seed + rank)
-    if not use_gpu:
-        torch.set_num_threads(max(1, round(config["cpus_per_worker"])))
+    rank, world, device = setup_worker(cfg.step, cfg.seed, config["cpus_per_worker"])
 
     spec = dense.pretrain_spec(cfg.backbone, cfg.image_size)
     model = build_model(spec, init_from=config["init_from"])

@@ -127,18 +127,25 @@ def _aux_columns(choice: list[str] | str, available: list[str]) -> list[str]:
 # ---------------------------------------------------------------- the loop (each worker)
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    cfg = from_dict(engine.TrainConfig, config["train"])
-    data = config["data"]
+def setup_worker(step: engine.StepConfig, seed: int, cpus_per_worker: float) -> tuple[int, int, torch.device]:
+    """Rank, world size and device of this worker; bf16 and channels-last on GPUs, one torch
+    thread per reserved CPU otherwise (torch would take every core of the node)."""
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     use_gpu = device.type == "cuda"
-    cfg.step.amp = cfg.step.amp or use_gpu
-    cfg.step.channels_last = cfg.step.channels_last or use_gpu
-    torch.manual_seed(cfg.seed + rank)
+    step.amp = step.amp or use_gpu
+    step.channels_last = step.channels_last or use_gpu
+    torch.manual_seed(seed + rank)
     if not use_gpu:
-        torch.set_num_threads(max(1, round(config["cpus_per_worker"])))
+        torch.set_num_threads(max(1, round(cpus_per_worker)))
+    return rank, world, device
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    cfg = from_dict(engine.TrainConfig, config["train"])
+    data = config["data"]
+    rank, world, device = setup_worker(cfg.step, cfg.seed, config["cpus_per_worker"])
 
     splits = ray.get(data["splits"])  # an ObjectRef: every node fetches the arrays from the object store
     train, val = splits["train"], splits["val"]
