@@ -25,9 +25,9 @@ from tqdm import tqdm
 
 from cvcore.errors import DataError, ImageError, UserError
 from cvcore.image import decode_image, probe_image
+from cvcore.labels import SCORE_PREFIX
 
 DEFAULT_CSV = "car_imgs_4000.csv"
-TARGET_PREFIX = "perspective_score_"
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 IMAGE_DIR = "imgs"
@@ -348,10 +348,10 @@ class _Table:
 
 def _choose_targets(table: _Table, targets: str | Sequence[str] | None) -> list[str]:
     if targets is None:
-        chosen = [name for name in table.columns if name.startswith(TARGET_PREFIX)]
+        chosen = [name for name in table.columns if name.startswith(SCORE_PREFIX)]
         if not chosen:
             raise DataError(
-                f"{table.path} has no target columns: expected columns named {TARGET_PREFIX}*, "
+                f"{table.path} has no target columns: expected columns named {SCORE_PREFIX}*, "
                 f"or name targets explicitly (--targets); columns are: {', '.join(table.columns)}"
             )
         return chosen

@@ -14,11 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from cvcore.data import TARGET_PREFIX
 from cvcore.errors import UserError
-
-VISIBLE_FRACTION_PREFIX = "visible_fraction_"
-FACING_PREFIX = "facing_"
+from cvcore.labels import facing_column, part_of, visible_fraction_column
 
 
 class Decision(StrEnum):
@@ -84,11 +81,6 @@ _IMPLIED_POSITIONS = {"hood": "front", "windshield": "front", "headlight": "fron
 """The end of the car to photograph for parts whose name does not say it (cf. the canonical
 directions in `cvcore.synth`)."""
 _VIEWPOINTS = {"roof": "the car from higher up"}
-
-
-def part_of(target: str) -> str:
-    """`perspective_score_backdoor_left` -> `backdoor_left`; other names are kept as they are."""
-    return target.removeprefix(TARGET_PREFIX)
 
 
 def _words(part: str) -> tuple[str | None, str | None, list[str]]:
@@ -175,8 +167,8 @@ def judge(
     verdicts = {}
     for target, score in scores.items():
         part = part_of(target)
-        visible = factors.get(VISIBLE_FRACTION_PREFIX + part)
-        facing = factors.get(FACING_PREFIX + part)
+        visible = factors.get(visible_fraction_column(part))
+        facing = factors.get(facing_column(part))
         if visible is None or facing is None:
             visible = facing = None
         verdicts[target] = judge_part(target, score, thresholds, visible, facing)

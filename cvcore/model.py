@@ -35,14 +35,12 @@ from torch import nn
 
 from cvcore.errors import CheckpointError
 from cvcore.image import letterbox, load_image
+from cvcore.labels import FACING_PREFIX, SCORE_PREFIX, VISIBLE_FRACTION_PREFIX
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 FORMAT_VERSION = 1
 HEADS = ("direct", "decomposed")
-SCORE_PREFIX = "perspective_score_"
-VISIBLE_FRACTION_PREFIX = "visible_fraction_"
-FACING_PREFIX = "facing_"
 SEG_HEAD = "seg_head."
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

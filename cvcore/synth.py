@@ -70,23 +70,22 @@ import pandas as pd
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
-from cvcore.data import DEFAULT_CSV, FILENAME_COLUMN, IMAGE_DIR, TARGET_PREFIX
+from cvcore.data import DEFAULT_CSV, FILENAME_COLUMN, IMAGE_DIR
 from cvcore.errors import UserError
+from cvcore.labels import (
+    CHALLENGE_PARTS,
+    CHALLENGE_TARGETS,
+    PART_IDS,
+    PARTS,
+    CAMERA_COLUMNS,
+    SIDES,
+    facing_column,
+    score_column,
+    visible_fraction_column,
+)
 
 RENDERER_VERSION = 1
 
-_SIDES = ("left", "right")
-PARTS: tuple[str, ...] = (
-    "hood", "windshield", "roof", "rear_window", "trunk", "front", "rear",
-    *(f"{part}_{side}" for part in ("frontdoor", "backdoor", "front_fender", "rear_fender") for side in _SIDES),
-    *(f"wheel_{axle}_{side}" for axle in ("front", "rear") for side in _SIDES),
-    *(f"{light}_{side}" for light in ("headlight", "taillight") for side in _SIDES),
-)  # fmt: skip
-"""Every labelled car part; mask id of ``PARTS[i]`` is ``i + 1``."""
-PART_IDS: dict[str, int] = {part: i + 1 for i, part in enumerate(PARTS)}
-"""Part name -> mask id; 0 in a mask means "not the car" (background, ground, clutter)."""
-CHALLENGE_PARTS: tuple[str, str] = ("hood", "backdoor_left")
-CHALLENGE_TARGETS: tuple[str, str] = tuple(TARGET_PREFIX + part for part in CHALLENGE_PARTS)
 STYLES: tuple[str, ...] = ("sedan", "hatchback", "suv", "van")
 MANIFEST_NAME = "synth.json"
 MASK_DIR = "masks"
@@ -123,14 +122,12 @@ CANONICAL_DIRECTIONS: np.ndarray = _canonical_directions()
 
 def extended_columns() -> list[str]:
     """Label columns of an extended CSV, in order: the challenge targets first."""
-    scores = list(CHALLENGE_TARGETS) + [TARGET_PREFIX + p for p in PARTS if p not in CHALLENGE_PARTS]
+    scores = list(CHALLENGE_TARGETS) + [score_column(p) for p in PARTS if p not in CHALLENGE_PARTS]
     return [
         *scores,
-        *(f"visible_fraction_{p}" for p in PARTS),
-        *(f"facing_{p}" for p in PARTS),
-        "camera_azimuth",
-        "camera_elevation",
-        "camera_distance",
+        *(visible_fraction_column(p) for p in PARTS),
+        *(facing_column(p) for p in PARTS),
+        *CAMERA_COLUMNS,
     ]
 
 
@@ -953,9 +950,9 @@ def _labels(mesh: Mesh, face_area: np.ndarray, mask: np.ndarray, eye: np.ndarray
     distance = float(np.linalg.norm(rel))
     labels: dict[str, float] = {}
     for part, pid in PART_IDS.items():
-        labels[TARGET_PREFIX + part] = float(score[pid])
-        labels[f"visible_fraction_{part}"] = round(float(visible[pid]), 4)
-        labels[f"facing_{part}"] = round(float(facing[pid]), 4)
+        labels[score_column(part)] = float(score[pid])
+        labels[visible_fraction_column(part)] = round(float(visible[pid]), 4)
+        labels[facing_column(part)] = round(float(facing[pid]), 4)
     labels["camera_azimuth"] = round(math.degrees(math.atan2(rel[1], rel[0])) % 360.0, 4)
     labels["camera_elevation"] = round(math.degrees(math.asin(rel[2] / distance)), 4)
     labels["camera_distance"] = round(distance, 4)

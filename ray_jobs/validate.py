@@ -15,7 +15,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from cvcore.data import CHECK_MODES, DEFAULT_CSV, IMAGE_DIR, TARGET_PREFIX, read_dataset
+from cvcore.data import CHECK_MODES, DEFAULT_CSV, IMAGE_DIR, read_dataset
+from cvcore.labels import SCORE_PREFIX
 from cvcore.errors import DataError, UserError
 from ray_jobs.cli import positive_int, run
 
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--targets",
         metavar="A,B",
-        help=f"comma-separated label columns (default: every {TARGET_PREFIX}* column)",
+        help=f"comma-separated label columns (default: every {SCORE_PREFIX}* column)",
     )
     parser.add_argument(
         "--check",
