@@ -1,49 +1,15 @@
-"""Shared command-line plumbing: every entry point runs through `run`."""
+"""Shared command-line plumbing: every entry point runs through `run` (cvcore.config, with the argparse
+count types); `init_ray` joins or starts the Ray cluster."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import socket
-import sys
-from collections.abc import Callable, Sequence
 
-from cvcore.errors import UserError
+from cvcore.config import integer, non_negative_int, positive_int, run
 
-
-def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
-    """Run `main(argv)` and exit with its status; user errors become one clear line, not a traceback."""
-    try:
-        status = main(argv)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    sys.exit(status or 0)
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a count of at least 1, with a one-line message otherwise."""
-    value = integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
-    return value
-
-
-def integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+__all__ = ["add_run_arguments", "init_ray", "integer", "non_negative_int", "positive_int", "run"]
 
 
 def init_ray(num_cpus: int | None = None) -> None:
