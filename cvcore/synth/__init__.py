@@ -1,0 +1,76 @@
+"""Procedural car renderer: the embedded default data set, with labels that are exact by construction.
+
+Why: the real challenge data (photos + hand-made perspective scores) cannot ship with the project,
+yet every stage needs a data set in the customer's format to run end to end. Rendering cars
+ourselves also gives labels with a precise definition, part masks, and as many images as wanted.
+
+Scene. A low-poly car (sedan, hatchback, SUV or van, randomised proportions and colours) stands on
+a ground plane under a sky; 0-4 clutter objects (boxes, poles, blobs) stand around it and sometimes
+in front of it. A pinhole camera at any azimuth, elevation 3-50 degrees, varied distance, field of
+view and aim (so that about a fifth of the images crop the car), looks at it. A z-buffered
+rasteriser in numpy draws flat Lambert-shaded polygons; the image is then blurred a little and,
+when written, JPEG-compressed at a random quality.
+
+Scene distributions (``DISTRIBUTIONS``, a ``SceneDistribution`` each) set what a photo source
+changes. "default", described above, is the embedded data set, tuned to the real data's label
+statistics. "shifted" is another source for fine-tuning on data never seen in pretraining: wide-angle
+phone lenses (60-90 instead of 45-75 degrees field of view), higher viewpoints (elevation 5-65,
+mean about 29 instead of 19 degrees), more close-ups and crops, more SUVs, more saturated paints,
+mostly overcast and darker light, more blur and JPEG compression (quality 30-74 instead of 60-95),
+and more clutter (0-4 objects, about 2 on average); it draws from its own random stream.
+
+Coordinates: car coordinates are the world: x forward, y to the car's left, z up, origin on the
+ground under the car's centre. Azimuth is measured from the front towards the left (0 = camera in
+front of the car, 90 = on its left), elevation above the horizontal, both seen from the centre of
+the car's bounding box (``camera_azimuth``, ``camera_elevation``, ``camera_distance``).
+
+Labels, for every part P (``PARTS``):
+
+    score(P) = visible_fraction(P) * facing(P), rounded to 4 decimals; below 0.02 it becomes 0.
+
+- ``visible_fraction(P)``: pixels of P in the final image (after occlusion by anything, including
+  the car itself, and after cropping by the image border), divided by the projected area of P's
+  camera-facing faces on the unbounded image plane, computed analytically from polygon areas;
+  clipped to [0, 1]. Details that only decorate a part (door handles, rims, window glass, mirrors,
+  wheel wells) do not add to its area; lights cut their area out of the panel they sit on.
+- ``facing(P)``: max(0, cos of the angle between the unit vector from P's centre (area-weighted
+  centroid of its faces) to the camera and P's canonical viewing direction below).
+
+Canonical viewing directions, as (azimuth, elevation) in degrees; ``_right`` parts mirror their
+``_left`` twin (negated azimuth, i.e. negated y). They are the directions a photographer would
+choose to show the part best:
+
+    hood (0, 35)                 windshield (0, 30)          roof (0, 90): straight from above
+    rear_window (180, 30)        trunk (180, 35)             front (0, 10)      rear (180, 10)
+    frontdoor_left (90, 10)      backdoor_left (90, 10)      wheel_*_left (90, 5)
+    front_fender_left (60, 10)   rear_fender_left (120, 10)  three-quarter views
+    headlight_left (25, 10)      taillight_left (155, 10)    the corner the light wraps around
+
+Entry points: ``render_example`` (one random example from (seed, index), for streaming),
+``render_scene`` (an explicit car, camera, clutter and look), ``write_dataset`` (the customer's
+layout, in parallel, deterministic) and ``label_stats`` / ``format_label_stats``.
+
+Modules: ``scene`` (what a scene is), ``geometry`` (polygon meshes), ``bodies`` (car bodies per
+style), ``clutter`` (objects around the car), ``camera`` (random framing), ``raster`` and
+``background`` (drawing), ``labels`` (the label definition in code), ``distributions`` (scene
+knobs), ``render`` (scene -> example) and ``dataset`` (the customer's layout).
+"""
+
+from cvcore.labels import CHALLENGE_PARTS, CHALLENGE_TARGETS, PART_IDS, PARTS
+from cvcore.synth.bodies import STYLES, car_mesh, random_car
+from cvcore.synth.camera import blur_scale, random_camera
+from cvcore.synth.clutter import clutter_mesh, random_clutter
+from cvcore.synth.dataset import MANIFEST_NAME, MASK_DIR, RENDERER_VERSION, image_name, write_dataset
+from cvcore.synth.distributions import DISTRIBUTIONS, IMAGE_SIZES, SceneDistribution, scene_distribution
+from cvcore.synth.labels import CANONICAL_DIRECTIONS, MIN_SCORE, extended_columns, format_label_stats, label_stats
+from cvcore.synth.render import random_look, random_scene, render_example, render_scene
+from cvcore.synth.scene import Camera, CarShape, Clutter, Example, Look, Scene, direction
+
+__all__ = [
+    "CANONICAL_DIRECTIONS", "CHALLENGE_PARTS", "CHALLENGE_TARGETS", "DISTRIBUTIONS", "IMAGE_SIZES", "MANIFEST_NAME",
+    "MASK_DIR", "MIN_SCORE", "PARTS", "PART_IDS", "RENDERER_VERSION", "STYLES", "Camera", "CarShape", "Clutter",
+    "Example", "Look", "Scene", "SceneDistribution", "blur_scale", "car_mesh", "clutter_mesh", "direction",
+    "extended_columns", "format_label_stats", "image_name", "label_stats", "random_camera", "random_car",
+    "random_clutter", "random_look", "random_scene", "render_example", "render_scene", "scene_distribution",
+    "write_dataset",
+]  # fmt: skip
