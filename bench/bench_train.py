@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from cvcore import engine
-from cvcore import prepare as prepared
+from cvcore import prepared
+from cvcore.image import resize_images
 from cvcore.model import ModelSpec, build_model
 from ray_jobs import prepare as prepare_job
 from ray_jobs import train as train_job
@@ -66,7 +67,7 @@ def main() -> None:
             data = Path(tmp) / "prepared"
         manifest = prepared.read_manifest(data)
         images, labels, aspect, _ = prepared.load_split(data, "train", manifest["targets"])
-        images = prepared.resize_images(images, args.image_size)
+        images = resize_images(images, args.image_size)
 
         rows = [("ingest only (batches + augmentation)", ingest_only(images, labels, aspect, cfg))]
         rows.append(("plain PyTorch loop, 2 threads", plain_loop(images, labels, aspect, cfg, args.epochs, threads=2)))

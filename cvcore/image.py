@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from cvcore.errors import ImageError
@@ -22,6 +24,11 @@ from cvcore.errors import ImageError
 MAX_PIXELS = 64_000_000
 """Pixel limit checked from the header before decoding: room for 48-megapixel phone photos,
 small enough that one decoded RGB image stays under 200 MB."""
+
+MAX_JPEG_SCANS = 32
+"""Most scans a JPEG may have. Every scan of a progressive JPEG is decoded over the whole image
+(about 40 ms per scan at 64 megapixels), so a file that repeats one scan costs CPU without bound;
+encoders write about 10 (libjpeg's progression) and rarely more than 20."""
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 """Container formats we open (JPEG includes multi-picture MPO). Pillow would otherwise try every
@@ -37,9 +44,23 @@ def _describe(source: ImageSource) -> str:
     return str(source)
 
 
+def _jpeg_scans(source: ImageSource) -> int:
+    """Start-of-scan markers in a JPEG file: an upper bound on its scans (an EXIF thumbnail's
+    scans count too; inside entropy-coded data a 0xFF byte is always followed by 0x00 or a restart
+    marker, so the marker cannot appear there)."""
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    return data.count(b"\xff\xda")
+
+
 @contextmanager
-def _opened(source: ImageSource, max_pixels: int) -> Iterator[Image.Image]:
-    """Open the header only, refuse anything over `max_pixels`, and map every failure to `ImageError`."""
+def _opened(
+    source: ImageSource,
+    max_pixels: int,
+    max_jpeg_scans: int = MAX_JPEG_SCANS,
+    formats: tuple[str, ...] = ACCEPTED_FORMATS,
+) -> Iterator[Image.Image]:
+    """Open the header only, refuse anything over `max_pixels` (or a JPEG with more than
+    `max_jpeg_scans` scans), and map every failure to `ImageError`."""
     name = _describe(source)
     if isinstance(source, bytes):
         if not source:
@@ -52,11 +73,11 @@ def _opened(source: ImageSource, max_pixels: int) -> Iterator[Image.Image]:
         # (catch_warnings is not thread-safe, but a lost filter only lets the check below decide.)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(fp, formats=ACCEPTED_FORMATS)
+            img = Image.open(fp, formats=formats)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageError(f"{name}: refused as a possible decompression bomb ({err})") from err
     except Image.UnidentifiedImageError as err:
-        raise ImageError(f"{name}: not an image in a supported format ({', '.join(ACCEPTED_FORMATS)})") from err
+        raise ImageError(f"{name}: not an image in a supported format ({', '.join(formats)})") from err
     except OSError as err:
         if err.errno is not None:  # the file itself: missing, a folder, no permission
             raise ImageError(f"{name}: cannot read ({err.strerror})") from err
@@ -70,18 +91,30 @@ def _opened(source: ImageSource, max_pixels: int) -> Iterator[Image.Image]:
                 f"{name}: {width}x{height} = {width * height:,} pixels is over the limit of "
                 f"{max_pixels:,} pixels (possible decompression bomb)"
             )
+        if img.format in ("JPEG", "MPO") and (scans := _jpeg_scans(source)) > max_jpeg_scans:
+            raise ImageError(f"{name}: a JPEG with {scans} scans is over the limit of {max_jpeg_scans}")
         yield img
 
 
-def probe_image(source: ImageSource, *, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+def probe_image(
+    source: ImageSource,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    max_jpeg_scans: int = MAX_JPEG_SCANS,
+    formats: tuple[str, ...] = ACCEPTED_FORMATS,
+) -> tuple[int, int]:
     """Read only the header and return (width, height): a cheap check that a file is an image
-    we would accept, without decoding it."""
-    with _opened(source, max_pixels) as img:
+    we would accept (one of `formats`, within the limits), without decoding it."""
+    with _opened(source, max_pixels, max_jpeg_scans, formats) as img:
         return img.size
 
 
 def decode_image(
-    source: ImageSource, *, max_pixels: int = MAX_PIXELS, draft_size: int | None = None
+    source: ImageSource,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    draft_size: int | None = None,
+    max_jpeg_scans: int = MAX_JPEG_SCANS,
 ) -> Image.Image:
     """Decode an image to RGB with its EXIF orientation applied.
 
@@ -89,10 +122,13 @@ def decode_image(
     completely so that truncation shows up here rather than as grey rows in training.
     Pillow's own bomb guard (about 89 million pixels) applies as well, whatever `max_pixels` says.
     `draft_size` lets JPEG decode at a reduced scale that is still at least that many pixels
-    on both sides (much faster for large photos that are going to be shrunk anyway).
+    on both sides (much faster for large photos that are going to be shrunk anyway); other formats
+    are decoded whole and then box-reduced by an integer factor to the same bound, before any
+    conversion, so the full-size image is never copied (EXIF transpose in place, transparency
+    composited after the reduction). The JPEG scan count is checked against `max_jpeg_scans`.
     """
     name = _describe(source)
-    with _opened(source, max_pixels) as img:
+    with _opened(source, max_pixels, max_jpeg_scans) as img:
         try:
             if draft_size is not None:
                 img.draft("RGB", (draft_size, draft_size))
@@ -100,9 +136,22 @@ def decode_image(
         except Exception as err:  # noqa: BLE001 - untrusted bytes can trip any error inside Pillow
             raise ImageError(f"{name}: truncated or corrupt image ({err})") from err
         try:
-            return to_rgb(ImageOps.exif_transpose(img))
+            ImageOps.exif_transpose(img, in_place=True)
+            return to_rgb(_reduced(img, draft_size) if draft_size is not None else img)
         except Exception as err:  # noqa: BLE001 - a malformed EXIF block or an exotic mode
             raise ImageError(f"{name}: cannot convert to RGB ({type(err).__name__}: {err})") from err
+
+
+def _reduced(img: Image.Image, min_side: int) -> Image.Image:
+    """Box-reduce by the largest integer factor that keeps both sides at least `min_side`
+    (`Image.reduce` averages RGBA premultiplied). Palette, bilevel and 16-bit images, which
+    `reduce` cannot average, are converted to RGB first."""
+    factor = min(img.width, img.height) // min_side
+    if factor < 2:
+        return img
+    if img.mode in ("P", "PA", "1") or img.mode.startswith("I;16"):
+        img = to_rgb(img)
+    return img.reduce(factor)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -140,5 +189,51 @@ def letterbox(img: Image.Image, size: int) -> np.ndarray:
 
 
 def load_image(source: ImageSource, size: int, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """The single preprocessing path for prepare, predict and serve: decode, then letterbox."""
+    """Decode, then letterbox to `size`: what prepare stores (the first half of `preprocess`)."""
     return letterbox(decode_image(source, max_pixels=max_pixels, draft_size=size), size)
+
+
+RESIZE_METHOD = "bilinear-antialias"
+"""How prepared pixels reach a model's input size (`resize_images`); checkpoints record it."""
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """Resample square uint8 images (N, S, S, 3) to another side, bilinear with antialiasing:
+    training's step from the prepared size to a model's input size."""
+    if images.shape[1] == size:
+        return images
+    out = np.empty((len(images), size, size, 3), np.uint8)
+    for start in range(0, len(images), 256):
+        chunk = torch.tensor(images[start : start + 256]).permute(0, 3, 1, 2).float()  # a copy: inputs may be read-only
+        chunk = F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out[start : start + 256] = chunk.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    return out
+
+
+def preprocess(
+    source: ImageSource | Image.Image | np.ndarray,
+    size: int,
+    *,
+    prepared_size: int | None = None,
+    resize: str = RESIZE_METHOD,
+    max_pixels: int = MAX_PIXELS,
+) -> np.ndarray:
+    """The one path from a photo (file, bytes, PIL image or HxWx3 uint8 array) to a model's input:
+    decode safely, letterbox to the prepared size, then resize to `size` as training does.
+
+    Training sees prepared pixels (letterboxed to `prepared_size` by prepare) resized to its input
+    size; taking the same two steps here makes serving and evaluation see exactly what training
+    saw. Returns uint8 (size, size, 3).
+    """
+    if resize != RESIZE_METHOD:
+        raise ImageError(f"unknown resize method {resize!r}; this version knows {RESIZE_METHOD!r}")
+    prepared_size = prepared_size or size
+    if isinstance(source, np.ndarray):
+        if source.ndim != 3 or source.shape[2] != 3 or source.dtype != np.uint8:
+            raise ImageError(f"an image array must be uint8 (height, width, 3), got {source.dtype} {source.shape}")
+        pixels = letterbox(Image.fromarray(source), prepared_size)
+    elif isinstance(source, Image.Image):
+        pixels = letterbox(source, prepared_size)
+    else:
+        pixels = load_image(source, prepared_size, max_pixels=max_pixels)
+    return resize_images(pixels[None], size)[0]

@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cvcore.errors import CheckpointError
-from cvcore.image import letterbox, load_image
+from cvcore.image import RESIZE_METHOD, preprocess
 from cvcore.labels import FACING_PREFIX, SCORE_PREFIX, VISIBLE_FRACTION_PREFIX
 
 WEIGHTS_FILE = "model.safetensors"
@@ -58,6 +58,8 @@ class ModelSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     head: str = "direct"  # or "decomposed": score = visible fraction x facing (see the module docstring)
     mask_classes: int = 0  # > 0: a segmentation head with this many classes (0 = background)
+    prepared_size: int | None = None  # side training's photos were letterboxed to before resizing to image_size (None: image_size)
+    resize: str = RESIZE_METHOD  # how prepared pixels were resized to image_size (`cvcore.image.resize_images`)
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -66,6 +68,10 @@ class ModelSpec:
             odd = [t for t in self.targets if not t.startswith(SCORE_PREFIX)]
             if odd:
                 raise CheckpointError(f"a decomposed head needs {SCORE_PREFIX}<part> targets, not {odd}")
+        if self.resize != RESIZE_METHOD:
+            raise CheckpointError(f"unknown resize {self.resize!r}; this version reproduces {RESIZE_METHOD!r} only")
+        if self.prepared_size is not None and (not isinstance(self.prepared_size, int) or self.prepared_size < 1):
+            raise CheckpointError(f"prepared_size must be a positive number of pixels, got {self.prepared_size!r}")
 
     @property
     def factors(self) -> list[str]:
@@ -96,6 +102,8 @@ class ModelSpec:
             std=tuple(data.get("std", IMAGENET_STD)),
             head=data.get("head", "direct"),
             mask_classes=int(data.get("mask_classes", 0)),
+            prepared_size=data.get("prepared_size"),
+            resize=data.get("resize", RESIZE_METHOD),
         )
 
 
@@ -302,6 +310,31 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module, *, half: boo
     return directory
 
 
+MAX_IMAGE_SIZE = 1024
+"""Largest input side a checkpoint may ask for: above it one upload's tensor alone is tens of MB."""
+
+
+def check_meta(meta: dict[str, Any]) -> None:
+    """Refuse a model.json that could make loading do more than build a known network: the backbone
+    must be a plain timm architecture name (a `hf-hub:` or `local-dir:` prefix, or any path, makes
+    timm read configurations from the hub or the file system), image size, mean and std in range.
+    Raises `CheckpointError` naming the field."""
+    backbone = meta.get("backbone")
+    if not isinstance(backbone, str) or any(c in backbone for c in ":/\\") or not timm.is_model(backbone):
+        raise CheckpointError(f"backbone {backbone!r} is not a timm architecture name (no hub or path prefixes)")
+    size = meta.get("image_size")
+    if not isinstance(size, int) or isinstance(size, bool) or not 16 <= size <= MAX_IMAGE_SIZE:
+        raise CheckpointError(f"image_size {size!r} is not a whole number of pixels in [16, {MAX_IMAGE_SIZE}]")
+    for name, low, high in (("mean", 0.0, 1.0), ("std", 1e-3, 1.0)):
+        value = meta.get(name, IMAGENET_MEAN if name == "mean" else IMAGENET_STD)
+        if not (
+            isinstance(value, list | tuple)
+            and len(value) == 3
+            and all(isinstance(v, int | float) and not isinstance(v, bool) and low <= v <= high for v in value)
+        ):
+            raise CheckpointError(f"{name} {value!r} must be 3 numbers in [{low:g}, {high:g}]")
+
+
 def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
     """The checkpoint's `model.json`, with a clear error when the directory is not a checkpoint."""
     directory = Path(directory)
@@ -315,6 +348,7 @@ def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
         )
     try:
         meta = json.loads(meta_path.read_text())
+        check_meta(meta)
         ModelSpec.from_dict(meta)
     except CheckpointError as err:
         raise CheckpointError(f"{meta_path}: {err}") from None
@@ -372,15 +406,13 @@ class Predictor:
         return self.spec.image_size
 
     def preprocess(self, image: str | os.PathLike | bytes | Image.Image | np.ndarray) -> np.ndarray:
-        """The same preprocessing as training's: decode, EXIF-transpose, RGB, letterbox."""
+        """What training saw: `cvcore.image.preprocess` with the prepared size and resize the
+        checkpoint records. A uint8 (S, S, 3) array at the input size is taken as preprocessed;
+        any other array is a photo."""
         size = self.spec.image_size
-        if isinstance(image, np.ndarray):
-            if image.shape != (size, size, 3) or image.dtype != np.uint8:
-                raise ValueError(f"arrays must be preprocessed uint8 ({size}, {size}, 3), got {image.dtype} {image.shape}")
+        if isinstance(image, np.ndarray) and image.shape == (size, size, 3) and image.dtype == np.uint8:
             return image
-        if isinstance(image, Image.Image):
-            return letterbox(image.convert("RGB"), size)
-        return load_image(image, size)
+        return preprocess(image, size, prepared_size=self.spec.prepared_size, resize=self.spec.resize)
 
     @property
     def factors(self) -> list[str]:

@@ -4,8 +4,9 @@ Layout of a prepared directory:
     manifest.json        targets, size, counts, validation report, skipped images, content hash
     shards/*.parquet     filename, split, image (raw uint8 size*size*3), width, height, error, labels
 
-`decode_batch` is the per-batch work (Ray Data's `map_batches` runs it across the cluster);
-`load_split` reads one split back into memory for a training worker.
+`prepare` does it all but the decoding, which a `ShardWriter` runs: `write_shards_locally` (threads
+of this process) or `ray_jobs.prepare`'s Ray Data tasks across a cluster; both call `decode_batch`.
+`load_split` reads one split back into memory for training or evaluation.
 """
 
 from __future__ import annotations
@@ -13,21 +14,33 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pds
+import pyarrow.parquet as pq
 
+from cvcore.data import read_dataset
 from cvcore.errors import DataError, ImageError
 from cvcore.image import MAX_PIXELS, decode_image, letterbox
 
 MANIFEST = "manifest.json"
 SHARDS = "shards"
 FORMAT_VERSION = 1
+DEFAULT_SIZE = 160
+ROWS_PER_TASK = 256
+
+ShardWriter = Callable[[pd.DataFrame, str, int, Path], None]
+"""(valid rows, images folder, size, shards folder): decode every row with `decode_batch` and write
+the results as Parquet files into the shards folder."""
 
 
 def is_prepared(directory: str | os.PathLike) -> bool:
@@ -52,6 +65,86 @@ def decode_batch(batch: dict[str, np.ndarray], images_dir: str, size: int, max_p
     out = dict(batch)
     out.update(image=np.array(pixels, dtype=object), width=widths, height=heights, error=np.array(errors, dtype=object))
     return out
+
+
+def write_shards_locally(frame: pd.DataFrame, images_dir: str, size: int, shards: Path) -> None:
+    """The `ShardWriter` without a cluster: one Parquet file per ROWS_PER_TASK rows, decoded by a
+    thread per core (Pillow releases the GIL while it decodes and resizes)."""
+    shards.mkdir(parents=True, exist_ok=True)
+
+    def write(start: int) -> None:
+        chunk = frame.iloc[start : start + ROWS_PER_TASK]
+        decoded = decode_batch({c: chunk[c].to_numpy() for c in chunk.columns}, images_dir, size)
+        columns = {k: pa.array(list(v), type=pa.binary() if k == "image" else None) for k, v in decoded.items()}
+        pq.write_table(pa.table(columns), shards / f"part-{start // ROWS_PER_TASK:05d}.parquet")
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        list(pool.map(write, range(0, len(frame), ROWS_PER_TASK)))
+
+
+def source_key(csv_path: Path, size: int, targets: Sequence[str]) -> dict[str, Any]:
+    """What a prepared directory was made from; equal keys mean it can be reused as is."""
+    digest = hashlib.sha256(csv_path.read_bytes()).hexdigest()[:16]
+    return {"csv": str(csv_path.resolve()), "csv_sha256": digest, "size": size, "targets": list(targets)}
+
+
+def prepare(
+    data_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    size: int = DEFAULT_SIZE,
+    csv_name: str | None = None,
+    targets: Sequence[str] | None = None,
+    overwrite: bool = False,
+    write_shards: ShardWriter = write_shards_locally,
+) -> dict[str, Any]:
+    """Prepare `data_dir` into `out` and return the manifest; reuse `out` if it was made from the same data."""
+    if size < 16:
+        raise DataError(f"--size must be at least 16 pixels, got {size}")
+    out = Path(out)
+    dataset = read_dataset(data_dir, csv_name, targets, check_images="none")
+    dataset.require_usable()
+    key = source_key(dataset.csv_path, size, dataset.targets)
+    if is_prepared(out):
+        manifest = read_manifest(out)
+        if manifest.get("source") == key and not overwrite:
+            print(f"{out} already holds this data set prepared at {size} px; reusing it")
+            return manifest
+        if not overwrite:
+            raise DataError(f"{out} holds another prepared data set; pass --overwrite or choose another --out")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise DataError(f"{out} is not empty; pass --overwrite or choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    print(dataset.report.summary())
+    start = time.perf_counter()
+    write_shards(dataset.frame, str(dataset.image_path("")), size, out / SHARDS)
+    elapsed = time.perf_counter() - start
+    skipped, counts = skipped_images(out), split_counts(out)
+    manifest = write_manifest(
+        out,
+        {
+            "format_version": FORMAT_VERSION,
+            "source": key,
+            "size": size,
+            "targets": dataset.targets,
+            "extra_columns": dataset.extra_columns,
+            "counts": counts,
+            "validation": dataset.report.to_dict(),
+            "skipped_images": skipped,
+            "seconds": round(elapsed, 2),
+        },
+    )
+    n_ok = sum(counts.values())
+    print(f"prepared {n_ok} images at {size}x{size} px in {elapsed:.1f} s ({n_ok / max(elapsed, 1e-9):.0f} images/s) -> {out}")
+    print("split counts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if skipped:
+        print(f"skipped {len(skipped)} images that could not be decoded (listed in {out / MANIFEST}):")
+        for row in skipped[:5]:
+            print(f"  {row['filename']}: {row['error']}")
+    return manifest
 
 
 def write_manifest(directory: str | os.PathLike, content: dict[str, Any]) -> dict[str, Any]:
@@ -113,18 +206,6 @@ def load_split(
     ) if columns else np.zeros((n, 0), np.float32)
     aspect = (table["width"].to_numpy() / np.maximum(table["height"].to_numpy(), 1)).astype(np.float32)
     return images, labels, aspect, table["filename"].to_pylist()
-
-
-def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """Resample square uint8 images (N, S, S, 3) to another side, with antialiasing."""
-    if images.shape[1] == size:
-        return images
-    out = np.empty((len(images), size, size, 3), np.uint8)
-    for start in range(0, len(images), 256):
-        chunk = torch.tensor(images[start : start + 256]).permute(0, 3, 1, 2).float()
-        chunk = F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out[start : start + 256] = chunk.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
-    return out
 
 
 def _dataset(directory: str | os.PathLike) -> pds.Dataset:

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cvcore import prepare as prepared
+from cvcore import prepared
+from cvcore.image import resize_images
 from cvcore.data import SPLITS
 from cvcore.errors import CheckpointError, DataError
 from cvcore.metrics import baseline_metrics, regression_metrics
@@ -41,7 +42,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, split: s
     images, labels, _, filenames = prepared.load_split(prepared_dir, split, predictor.targets)
     if len(images) == 0:
         raise DataError(f"the {split} split of {data} is empty")
-    images = prepared.resize_images(images, predictor.image_size)
+    images = resize_images(images, predictor.image_size)
     predictions = np.concatenate([predictor.predict_arrays(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
 
     targets = predictor.targets

@@ -29,9 +29,10 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from cvcore import engine
-from cvcore import prepare as prepared
+from cvcore import prepared
 from cvcore.config import from_dict, load_yaml
 from cvcore.errors import CheckpointError, UserError
+from cvcore.image import resize_images
 from cvcore.metrics import MetricSums
 from cvcore.model import (
     ModelSpec,
@@ -47,7 +48,6 @@ from cvcore.model import (
     for_serving,
 )
 from ray_jobs.cli import add_run_arguments, init_ray, run
-from ray_jobs.prepare import prepare
 
 METRIC = "val_mae"
 HISTORY_FILE = "metrics.jsonl"
@@ -67,7 +67,7 @@ def load_training_data(data: str | Path, output: Path, cfg: engine.TrainConfig, 
     data = Path(data)
     prepared_dir = data if prepared.is_prepared(data) else Path(output) / "prepared"
     if not prepared.is_prepared(data):
-        prepare(data, prepared_dir, size=cfg.image_size)
+        prepared.prepare(data, prepared_dir, size=cfg.image_size)
     manifest = prepared.read_manifest(prepared_dir)
     if manifest["size"] < cfg.image_size:
         raise UserError(
@@ -150,8 +150,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     splits = ray.get(data["splits"])  # an ObjectRef: every node fetches the arrays from the object store
     train, val = splits["train"], splits["val"]
     shard = slice(rank, None, world)
-    train_images = prepared.resize_images(train["images"][shard], cfg.image_size)
-    val_images = prepared.resize_images(val["images"][shard], cfg.image_size)
+    train_images = resize_images(train["images"][shard], cfg.image_size)
+    val_images = resize_images(val["images"][shard], cfg.image_size)
     steps = (len(train["images"]) // world) // cfg.batch_size
     train_loader = engine.ArrayLoader(
         train_images, train["labels"][shard], train["aspect"][shard], cfg.batch_size, shuffle=True, steps=steps, seed=cfg.seed + rank
@@ -159,7 +159,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     val_loader = engine.ArrayLoader(val_images, val["labels"][shard], val["aspect"][shard], cfg.batch_size * 2, shuffle=False)
 
     targets, aux = data["targets"], data["aux"]
-    spec = ModelSpec(cfg.backbone, targets, cfg.image_size, aux_targets=aux, head=data["head"])
+    spec = ModelSpec(cfg.backbone, targets, cfg.image_size, aux_targets=aux, head=data["head"], prepared_size=data["manifest"]["size"])
     model = build_model(spec, init_from=cfg.init_from, freeze_backbone=cfg.freeze_backbone)
     if cfg.step.channels_last:
         model = model.to(memory_format=torch.channels_last)

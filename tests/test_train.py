@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cvcore import engine, prepare as prepared
+from cvcore import engine, prepared
 from cvcore.errors import CheckpointError, UserError
 from cvcore.model import load_model, read_meta
 from ray_jobs import evaluate, prepare, train
