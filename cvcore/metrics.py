@@ -73,10 +73,10 @@ def _metrics_from_sums(sums: np.ndarray) -> list[dict[str, float | None]]:
     return result
 
 
-def _mean_over_targets(per_target: list[dict]) -> dict[str, float | None]:
+def _mean_over_targets(per_target: Sequence[dict], keys: Sequence[str] = METRIC_KEYS) -> dict[str, float | None]:
     """Average of each metric over the targets that define it (None if none does)."""
     mean = {}
-    for key in METRIC_KEYS:
+    for key in keys:
         values = [m[key] for m in per_target if m[key] is not None]
         mean[key] = float(np.mean(values)) if values else None
     return mean
@@ -145,3 +145,33 @@ def baseline_metrics(y_true, targets: Sequence[str], constant: float = 0.0) -> d
     """Metrics of always predicting `constant`; by default the all-zeros model a real model must beat."""
     y_true = np.asarray(y_true, dtype=np.float64)
     return regression_metrics(y_true, np.full_like(y_true, constant), targets)
+
+
+DECISION_KEYS = ("agreement", "false_retake_rate", "false_accept_rate")
+
+
+def _share(hits: np.ndarray) -> float | None:
+    return float(hits.mean()) if hits.size else None
+
+
+def decision_metrics(y_true, y_pred, targets: Sequence[str], accept: float) -> dict:
+    """The intake decision per target at the serving threshold `accept` (a photo is accepted for a
+    part when its score is at or above it; see `cvcore.intake`), scored against the true labels.
+
+    `agreement`: share of photos whose predicted decision equals the true one. `false_retake_rate`:
+    of the photos that truly show the part well (true >= accept), the share sent back for a retake.
+    `false_accept_rate`: of the photos that do not (true < accept), the share accepted. None where
+    there is no such photo. Returns `{"accept", "mean": {...}, "targets": {name: {"n_good", "n_bad", ...}}}`.
+    """
+    y_true, y_pred = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
+    per_target = {}
+    for i, target in enumerate(targets):
+        good, accepted = y_true[:, i] >= accept, y_pred[:, i] >= accept
+        per_target[target] = {
+            "n_good": int(good.sum()),
+            "n_bad": int((~good).sum()),
+            "agreement": _share(good == accepted),
+            "false_retake_rate": _share(~accepted[good]),
+            "false_accept_rate": _share(accepted[~good]),
+        }
+    return {"accept": float(accept), "mean": _mean_over_targets(list(per_target.values()), DECISION_KEYS), "targets": per_target}

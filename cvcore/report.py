@@ -22,7 +22,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from cvcore.metrics import METRIC_KEYS, baseline_metrics
+from cvcore.image import decode_image
+from cvcore.metrics import DECISION_KEYS, METRIC_KEYS, baseline_metrics
 
 # Error-by-score bins: exactly 0 (the part is not shown), then (0, 0.2], ..., (0.8, 1].
 BIN_LABELS = ("0", "0–0.2", "0.2–0.4", "0.4–0.6", "0.6–0.8", "0.8–1")
@@ -237,11 +238,6 @@ def _write_gallery(out_png: Path, frame: pd.DataFrame, targets: Sequence[str], n
     )
 
 
-def _open_image(path: Path, size: int) -> Image.Image:
-    """RGB, upright, decoded at a reduced scale where the format allows (JPEG), still >= size."""
-    with Image.open(path) as image:
-        image.draft("RGB", (size, size))
-        return ImageOps.exif_transpose(image).convert("RGB")
 
 
 def _spread_sample(frame: pd.DataFrame, targets: Sequence[str], n: int, seed: int) -> pd.DataFrame:
@@ -270,7 +266,7 @@ def dataset_contact_sheet(root: str | os.PathLike, frame: pd.DataFrame, targets:
     names = _short_names(targets)
     images = Path(root) / "imgs"
     return contact_sheet(
-        ((_load_or_none(lambda filename: _open_image(images / filename, thumb), row["filename"]),
+        ((_load_or_none(lambda filename: decode_image(images / filename, draft_size=thumb), row["filename"]),
           [row["filename"], *_score_lines(row, targets, names, with_pred=False)])
          for _, row in _spread_sample(frame, targets, n, seed).iterrows()),
         out_png, columns=columns, thumb=thumb,
@@ -280,7 +276,8 @@ def dataset_contact_sheet(root: str | os.PathLike, frame: pd.DataFrame, targets:
 # --------------------------------------------------------------------------- HTML
 
 _HIGHER_IS_BETTER = {"mae": False, "rmse": False, "r2": True, "within_0.05": True, "within_0.1": True}
-_HEADINGS = {"mae": "MAE", "rmse": "RMSE", "r2": "R²", "within_0.05": "within 0.05", "within_0.1": "within 0.1"}
+_HEADINGS = {"mae": "MAE", "rmse": "RMSE", "r2": "R²", "within_0.05": "within 0.05", "within_0.1": "within 0.1",
+             "agreement": "agreement", "false_retake_rate": "false retakes", "false_accept_rate": "false accepts"}
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2rem auto;
@@ -306,7 +303,7 @@ img.gallery { max-width: 100%; }
 def _fmt(key: str, value: float | None) -> str:
     if value is None:
         return "—"
-    return f"{100 * value:.1f} %" if key.startswith("within") else f"{value:.3f}"
+    return f"{100 * value:.1f} %" if key.startswith("within") or key in DECISION_KEYS else f"{value:.3f}"
 
 
 def _is_worse(key: str, model: float | None, baseline: float | None) -> bool:
@@ -337,6 +334,19 @@ def _metrics_table(metrics: dict, baseline: dict, names: dict[str, str]) -> str:
             + "".join(rows) + "</table>")
 
 
+def _decisions_table(decisions: dict, names: dict[str, str]) -> str:
+    """Accept/retake at the serving threshold against the true labels, per part and on average."""
+    head = "".join(f"<th>{_HEADINGS[k]}</th>" for k in DECISION_KEYS)
+    rows = [f'<tr class="mean"><td class="name">mean over targets</td><td></td><td></td>'
+            + "".join(f"<td>{_fmt(k, decisions['mean'][k])}</td>" for k in DECISION_KEYS) + "</tr>"]
+    for target, name in names.items():
+        values = decisions["targets"][target]
+        rows.append(f'<tr><td class="name">{html.escape(name)}</td><td>{values["n_good"]}</td><td>{values["n_bad"]}</td>'
+                    + "".join(f"<td>{_fmt(k, values[k])}</td>" for k in DECISION_KEYS) + "</tr>")
+    return (f'<table><tr><th class="name">target</th><th>true &ge; {decisions["accept"]:g}</th>'
+            f'<th>true &lt; {decisions["accept"]:g}</th>{head}</tr>' + "".join(rows) + "</table>")
+
+
 def _cards(metrics: dict, baseline: dict) -> str:
     cards = []
     for key in ("mae", "within_0.1", "r2"):
@@ -344,6 +354,17 @@ def _cards(metrics: dict, baseline: dict) -> str:
                      f'<div class="value">{_fmt(key, metrics["mean"][key])}</div>'
                      f'<div class="base">always 0: {_fmt(key, baseline["mean"][key])}</div></div>')
     return f'<div class="cards">{"".join(cards)}</div>'
+
+
+def _decisions_section(metrics: dict, names: dict[str, str]) -> str:
+    if "decisions" not in metrics:
+        return ""
+    accept = metrics["decisions"]["accept"]
+    return (f"<h2>Intake decisions at the serving threshold {accept:g}</h2>"
+            f'<p class="note">A photo is accepted for a part when its score is at least {accept:g}, as the service '
+            "decides. Agreement: share of photos where the model's decision equals the true labels'. False retakes: "
+            f"of the photos that truly show the part well (true &ge; {accept:g}), the share sent back. False accepts: "
+            "of the others, the share accepted.</p>" + _decisions_table(metrics["decisions"], names))
 
 
 def write_report(out_dir: str | os.PathLike, frame: pd.DataFrame, targets: Sequence[str], metrics: dict, *,
@@ -383,6 +404,7 @@ def write_report(out_dir: str | os.PathLike, frame: pd.DataFrame, targets: Seque
 worse than always answering 0. "true &gt; 0" rows are the images that show the part at all.
 Within x: share of images with |predicted − true| ≤ x. R² is “—” where the true scores are constant.</p>
 {_metrics_table(metrics, baseline, names)}
+{_decisions_section(metrics, names)}
 {"".join(sections)}
 </body></html>
 """

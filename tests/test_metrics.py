@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cvcore.metrics import METRIC_KEYS, MetricSums, baseline_metrics, regression_metrics
+from cvcore.metrics import METRIC_KEYS, MetricSums, baseline_metrics, decision_metrics, regression_metrics
 
 # Target "a": errors 0, 0.1, 0.1, 0.3 (two of them exactly on the 0.1 boundary); "b": perfect.
 Y_TRUE = np.array([[0.0, 0.2], [0.0, 0.4], [0.5, 0.6], [1.0, 0.8]])
@@ -109,3 +109,22 @@ def test_metric_sums_round_trip_and_empty():
     sums.update(Y_PRED, Y_TRUE)
     again = MetricSums.from_tensor(sums.as_tensor(), ["a", "b"])
     assert again.compute() == sums.compute() == regression_metrics(Y_TRUE, Y_PRED, ["a", "b"])
+
+
+def test_decision_metrics_on_a_constructed_case():
+    # Target "a": good photos (true >= 0.5) rows 0-2, the model sends row 1 back (a false retake)
+    # and accepts row 3 (a false accept). Target "b": no good photo at all, none accepted.
+    y_true = np.array([[0.9, 0.1], [0.6, 0.0], [0.5, 0.2], [0.2, 0.0], [0.0, 0.3], [0.4, 0.49]])
+    y_pred = np.array([[0.8, 0.0], [0.3, 0.1], [0.55, 0.2], [0.6, 0.0], [0.0, 0.4], [0.1, 0.45]])
+    decisions = decision_metrics(y_true, y_pred, ["a", "b"], accept=0.5)
+    assert decisions["accept"] == 0.5
+    assert decisions["targets"]["a"] == pytest.approx(
+        {"n_good": 3, "n_bad": 3, "agreement": 4 / 6, "false_retake_rate": 1 / 3, "false_accept_rate": 1 / 3}
+    )
+    assert decisions["targets"]["b"] == {"n_good": 0, "n_bad": 6, "agreement": 1.0, "false_retake_rate": None, "false_accept_rate": 0.0}
+    assert decisions["mean"] == pytest.approx({"agreement": (4 / 6 + 1) / 2, "false_retake_rate": 1 / 3, "false_accept_rate": 1 / 6})
+    json.dumps(decisions)
+    # Another threshold moves the decisions: at 0.3 row 1 of "a" is accepted rightly, row 5 (true 0.4,
+    # predicted 0.1) becomes the one false retake of four good photos, and "b" has two good photos.
+    at_03 = decision_metrics(y_true, y_pred, ["a", "b"], accept=0.3)["targets"]
+    assert at_03["a"]["false_retake_rate"] == pytest.approx(1 / 4) and at_03["b"]["n_good"] == 2

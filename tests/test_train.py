@@ -2,12 +2,14 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from cvcore import engine, prepared
 from cvcore.errors import CheckpointError, UserError
 from cvcore.model import load_model, read_meta
-from ray_jobs import evaluate, prepare, train
+from cvcore.evaluation import EvaluateConfig, evaluate, predict_split
+from ray_jobs import prepare, train
 
 pytestmark = pytest.mark.slow
 TARGETS = ["perspective_score_hood", "perspective_score_backdoor_left"]
@@ -65,9 +67,9 @@ def test_best_checkpoint_is_self_describing_and_predicts(trained, tiny_dataset):
 
 def test_evaluate_writes_metrics_and_report(trained, prepared_dir, tmp_path):
     output, _, _ = trained
-    metrics = evaluate.evaluate(output / "best", prepared_dir, tmp_path, split="val")
+    metrics = evaluate(EvaluateConfig(str(output / "best"), str(prepared_dir), str(tmp_path), split="val"))
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["split"] == "val" and saved["n"] == metrics["n"] > 0
+    assert saved["split"] == "val" and saved["n"] == metrics["n"] > 0 and saved["decisions"]["accept"] == 0.5
     assert set(saved["mean"]) >= {"mae", "rmse", "r2"}
     assert set(saved["targets"]) == {"perspective_score_hood", "perspective_score_backdoor_left"}
     assert (tmp_path / "report.html").is_file() and list(tmp_path.glob("*.png"))
@@ -79,12 +81,26 @@ def test_checkpoint_for_other_targets_is_refused(trained, prepared_dir, tmp_path
     original = meta_path.read_text()
     try:
         meta = json.loads(original)
-        meta["targets"] = ["perspective_score_tailgate", "perspective_score_backdoor_left"]
+        meta["targets"] = ["perspective_score_tailgate", "perspective_score_trunk"]  # as many head rows as before
         meta_path.write_text(json.dumps(meta))
-        with pytest.raises(CheckpointError, match="no column perspective_score_tailgate"):
-            evaluate.evaluate(output / "best", prepared_dir, tmp_path)
+        with pytest.raises(CheckpointError, match="predicts perspective_score_tailgate, perspective_score_trunk, and the data have none"):
+            evaluate(EvaluateConfig(str(output / "best"), str(prepared_dir), str(tmp_path)))
     finally:
         meta_path.write_text(original)
+
+
+def test_serving_a_raw_photo_reproduces_what_training_and_evaluation_saw(trained, prepared_dir, tiny_dataset):
+    """Trained at 32 px on pixels prepared at 48: the checkpoint records it, and the Predictor's
+    input from the raw photo is the prepared array resized as training resized it."""
+    output, _, _ = trained
+    predictor = load_model(output / "best")
+    assert predictor.spec.prepared_size == 48 and predictor.image_size == 32
+    stored, _, _, names = prepared.load_split(prepared_dir, "val", [])
+    as_evaluated = predict_split(predictor, prepared_dir, "val")
+    from_photos = predictor.predict([tiny_dataset / "imgs" / name for name in names], batch_size=len(names))
+    assert as_evaluated.filenames == names
+    assert np.array_equal(np.stack([predictor.preprocess(tiny_dataset / "imgs" / n) for n in names]), as_evaluated.images)
+    assert np.allclose(from_photos, as_evaluated.predictions, atol=1e-6)
 
 
 def test_resuming_a_run_with_another_backbone_is_refused(trained, prepared_dir):
