@@ -237,9 +237,15 @@ def read_dataset(
     _exclude_duplicates(table, values, keep, problems)
 
     with os.scandir(image_dir) as entries:
-        present = {entry.name for entry in entries if entry.is_file()}
+        files = [entry for entry in entries if entry.is_file()]
+    inside = image_dir.resolve()  # a symlink out of imgs/ would read any file the job can read, like '..'
+    escaping = {entry.name for entry in files if entry.is_symlink() and not Path(entry.path).resolve().is_relative_to(inside)}
+    present = {entry.name for entry in files} - escaping
     for i in np.flatnonzero(keep):
-        if names[i] not in present:
+        if names[i] in escaping:
+            problems["bad_filename"].append(f"{table.where(i)}: a symlink pointing outside imgs/")
+            keep[i] = False
+        elif names[i] not in present:
             problems["missing_file"].append(table.where(i))
             keep[i] = False
     if check_images != "none":

@@ -427,7 +427,8 @@ class Predictor:
     def explain_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores (N, len(targets)) and factors (N, len(factors)) for a preprocessed uint8 batch."""
         images = torch.tensor(batch, device=self.device)  # a copy: batches may be read-only views
-        images = images.permute(0, 3, 1, 2).float().div_(255.0)
+        dtype = next(self.model.parameters()).dtype  # float16 for a replica on a GPU (serve.replica_model)
+        images = images.permute(0, 3, 1, 2).to(dtype).div_(255.0)
         scores, factors = self.model.scores_and_factors(images)
         return scores.cpu().numpy(), factors.cpu().numpy()
 

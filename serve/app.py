@@ -1,10 +1,17 @@
 """Ray Serve HTTP endpoint: perspective scores and intake verdicts for car photos.
 
-A request goes through the route first: API key, content type, size (Content-Length before
-reading, then a running count while reading, since chunked bodies declare nothing), then the image
-is decoded and letterboxed by `Predictor.preprocess` (the preprocessing training used) in a small
-thread pool. A bad image therefore fails only its own request. The preprocessed uint8 arrays of
-concurrent requests meet in `_score` (`@serve.batch`), one forward pass per batch.
+Requests reach the replicas through HAProxy (serve/edge.py: slow headers 408, oversized headers
+400, client `x-request-*` headers dropped). A request goes through the route first: API key,
+content type, size (Content-Length before reading, then a running count while reading, since
+chunked bodies declare nothing; an oversized body is drained before the 413 so that every client
+can read it, and the body must arrive within `body_timeout_s`, else 408). Then, in a small thread
+pool, the upload's declared type is checked against its bytes and its header against the serving
+limits (serve/uploads.py), and `Predictor.preprocess` (the preprocessing training used) decodes it.
+A bad image therefore fails only its own request. The preprocessed uint8 arrays of concurrent
+requests meet in `_score` (`@serve.batch`), one forward pass per batch, on the GPU in half
+precision when the replica has one (serve/replica_model.py). A replica holds at most
+`max_ongoing_requests` requests and queues `MAX_QUEUED_REQUESTS` more; beyond that, 503 with
+`Retry-After` at once instead of an unbounded wait.
 
 Endpoints (every error is `{"error": {"code": ..., "message": ...}}`, OpenAPI at `/docs`):
 
@@ -15,16 +22,19 @@ Endpoints (every error is `{"error": {"code": ..., "message": ...}}`, OpenAPI at
   `{"results": [{"index", "filename", "scores", "verdicts"} | {"index", "filename", "error"}], "model": {...}}`,
   in upload order. A bad image is reported in its own item (the others are still scored, status
   200); a bad request as a whole (auth, content type, size, no or too many files) is a 4xx.
-- `GET /model`: model.json (backbone, targets, metrics, training config, data hash), the weights
-  id and the serving settings. `GET /healthz`: liveness, never behind the API key.
+- `GET /model`: what the model is (backbone, targets, head, input size, normalisation, metrics,
+  data hash), the weights id and the serving settings; no server paths. `GET /healthz`: liveness,
+  never behind the API key.
 
-Error codes: 400 `empty_body`, `invalid_image` (not an image, truncated, over the pixel limit),
-`bad_request` (malformed multipart); 401 `unauthorized`; 404 `not_found`;
-405 `method_not_allowed`; 413 `body_too_large`, `too_many_images`; 415 `unsupported_media_type`;
-422 `missing_field`.
+Error codes: 400 `empty_body`, `invalid_image` (not an image, truncated, over the pixel or scan
+limit), `bad_request` (malformed multipart); 401 `unauthorized`; 404 `not_found`;
+405 `method_not_allowed`; 408 `request_timeout`; 413 `body_too_large`, `too_many_images`;
+415 `unsupported_media_type` (also a declared type that its bytes contradict); 422 `missing_field`.
 
 When the environment variable named by `api_key_env` (default `CARPART_API_KEY`) is set on the
-replica, every endpoint but `/healthz` wants that key as `X-API-Key` or `Authorization: Bearer`.
+replica, every endpoint but `/healthz` wants that key as `X-API-Key` or `Authorization: Bearer`;
+without it a replica refuses to start unless `allow_anonymous` is true (serve/config.yaml sets it
+false; `serve run` defaults to true and logs that the service is open).
 The service never fetches anything a client names: images come in the request body only.
 """
 
@@ -42,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.responses import JSONResponse
@@ -54,13 +65,16 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from cvcore.errors import ImageError
+from cvcore.errors import ImageError, UserError
+from cvcore.image import MAX_JPEG_SCANS
 from cvcore.intake import IntakeThresholds, PartVerdict, judge
-from cvcore.model import Predictor, load_model
+from cvcore.model import Predictor
+from serve.replica_model import inference_device, is_uri, load_replica_model
+from serve.uploads import MEDIA_TYPE_FORMATS, SERVING_MAX_PIXELS, UploadPolicy, WrongMediaType
 
 logger = logging.getLogger("ray.serve")
 
-RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
+RAW_IMAGE_TYPES = tuple(MEDIA_TYPE_FORMATS)
 MULTIPART = "multipart/form-data"
 DECODE_THREADS = 2
 """Images decoded at once per replica: bounds the memory of large uploads (a 64-megapixel PNG
@@ -83,10 +97,18 @@ REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 path blocks the loop: decoding and the forward pass run in threads."""
 REPLICA_ACTOR_OPTIONS = {"num_cpus": 1, "runtime_env": {"env_vars": REPLICA_ENV}}
 """One CPU per replica (Ray then gives torch one thread), and REPLICA_ENV; serve/config.yaml says the same."""
-PROXY_ENV = {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
-"""For the Serve proxy, which reads it when it starts, so it must be set where Ray starts (export it
-before `ray start` on every node; bench/bench_serve.py sets it before `ray.init`): the proxy routes
-on its own event loop instead of a second one, about 0.8 ms of CPU less per request."""
+MAX_QUEUED_REQUESTS = 32
+"""Requests a replica queues beyond `max_ongoing_requests` before it answers 503 at once: about
+two batches' worth, a few hundred milliseconds of waiting on one core (bench/RESULTS.md)."""
+BACKPRESSURE = {"status_code": 503, "retry_after_s": 1}
+"""The answer to a request over the queue limit: 503 with `Retry-After: 1`."""
+DRAIN_LIMIT_BYTES = 64_000_000
+"""How much of an oversized body is read and dropped before its 413, so that clients that send the
+whole body before reading (Python's urllib, for one) get the answer rather than a reset
+connection (RFC 9112 9.6); past this the connection is closed."""
+PUBLIC_META = ("format_version", "backbone", "targets", "aux_targets", "head", "image_size", "prepared_size", "resize", "mean", "std", "metrics")
+"""The model.json fields `GET /model` shows: what the model is, nothing about the server (training
+configs and data manifests hold absolute paths)."""
 
 
 class AppArgs(BaseModel):
@@ -104,8 +126,17 @@ class AppArgs(BaseModel):
     )
     max_images: int = Field(16, ge=1, description="images per /predict/batch request")
     max_body_bytes: int = Field(20_000_000, ge=1, description="request body limit, batch requests included")
+    body_timeout_s: float = Field(30.0, gt=0, description="seconds for the whole body to arrive, else 408")
+    max_pixels: int = Field(SERVING_MAX_PIXELS, ge=1, description="pixel limit per uploaded image, from its header")
+    max_jpeg_scans: int = Field(MAX_JPEG_SCANS, ge=1, description="scan limit per uploaded JPEG (progressive JPEGs)")
     thresholds: IntakeThresholds = IntakeThresholds()
     api_key_env: str = Field("CARPART_API_KEY", description="environment variable holding the API key")
+    allow_anonymous: bool = Field(
+        True,
+        description="serve without an API key when api_key_env is unset (logged at start); false makes the replicas "
+        "refuse to start without one (serve/config.yaml)",
+    )
+    num_gpus: float = Field(0, ge=0, description="GPUs per replica for `serve run` (serve/config.yaml: ray_actor_options)")
 
 
 class ModelInfo(BaseModel):
@@ -233,10 +264,12 @@ class ApiKeyCheck:
     expected: bytes | None
 
     @classmethod
-    def from_env(cls, name: str) -> "ApiKeyCheck":
+    def from_env(cls, name: str, allow_anonymous: bool) -> "ApiKeyCheck":
         key = os.environ.get(name)
+        if not key and not allow_anonymous:
+            raise UserError(f"{name} is not set on this node: set the API key there, or allow_anonymous: true to serve without one")
         if not key:
-            logger.warning("%s is not set: the service accepts requests without an API key", name)
+            logger.warning("%s is not set: the service is OPEN, it accepts requests without an API key", name)
         return cls(key.encode() if key else None)
 
     def check(self, presented: str | None) -> None:
@@ -298,18 +331,26 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-@serve.deployment(ray_actor_options=REPLICA_ACTOR_OPTIONS, autoscaling_config=AUTOSCALING)
+@serve.deployment(
+    ray_actor_options=REPLICA_ACTOR_OPTIONS,
+    autoscaling_config=AUTOSCALING,
+    max_queued_requests=MAX_QUEUED_REQUESTS,
+    backpressure_config=BACKPRESSURE,
+)
 @serve.ingress(api)
 class CarPartScorer:
     """One replica: the model, a decode pool and the batch queue."""
 
     def __init__(self, args: AppArgs):
         self.args = args
-        self.predictor = load_model(args.checkpoint)
+        self.api_key = ApiKeyCheck.from_env(args.api_key_env, args.allow_anonymous)
+        device, dtype = inference_device(ray.get_gpu_ids())
+        self.predictor = load_replica_model(args.checkpoint, device, dtype)
+        logger.info("model on %s in %s", device, dtype)
         self.info = ModelInfo(
             id=weights_id(self.predictor), backbone=self.predictor.spec.backbone, image_size=self.predictor.image_size
         )
-        self.api_key = ApiKeyCheck.from_env(args.api_key_env)
+        self.uploads = UploadPolicy(max_pixels=args.max_pixels, max_jpeg_scans=args.max_jpeg_scans)
         self.decode_pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode")
         self.metrics = ServiceMetrics()
         self._score.set_max_batch_size(args.max_batch_size)
@@ -324,7 +365,9 @@ class CarPartScorer:
         """model.json of the checkpoint, the weights id and the serving settings."""
         self.api_key.check(key)
         serving = self.args.model_dump(mode="json", exclude={"checkpoint"})  # no server paths to clients
-        return {**self.predictor.meta, "id": self.info.id, "serving": serving}
+        public = {name: self.predictor.meta[name] for name in PUBLIC_META if name in self.predictor.meta}
+        data_hash = (self.predictor.meta.get("data") or {}).get("content_hash")
+        return {**public, "data_hash": data_hash, "id": self.info.id, "serving": serving}
 
     @api.post(
         "/predict",
@@ -340,14 +383,15 @@ class CarPartScorer:
             media_type = _media_type(request)
             if media_type in RAW_IMAGE_TYPES:
                 data = b"".join([chunk async for chunk in self._body(request)])
+                declared: str | None = media_type
             elif media_type == MULTIPART:
                 files = await self._form_files(request, "file")
                 if len(files) > 1:
                     raise ApiError(413, "too_many_images", f"/predict takes one image, got {len(files)}; use /predict/batch")
-                data = files[0][1]
+                _, declared, data = files[0]
             else:
                 raise self._unsupported(media_type, "a multipart field 'file', or the raw image as " + ", ".join(RAW_IMAGE_TYPES))
-            scores, verdicts = await self._predict(data)
+            scores, verdicts = await self._predict(data, declared)
             return Prediction(scores=scores, verdicts=verdicts, model=self.info)
 
     @api.post(
@@ -367,19 +411,21 @@ class CarPartScorer:
             files = await self._form_files(request, "files")
             if len(files) > self.args.max_images:
                 raise ApiError(413, "too_many_images", f"{len(files)} images is over the limit of {self.args.max_images} per request")
-            results = await asyncio.gather(*(self._batch_item(i, name, data) for i, (name, data) in enumerate(files)))
+            results = await asyncio.gather(*(self._batch_item(i, *file) for i, file in enumerate(files)))
             return BatchPrediction(results=results, model=self.info)
 
-    async def _batch_item(self, index: int, filename: str | None, data: bytes) -> BatchItem:
+    async def _batch_item(self, index: int, filename: str | None, declared: str | None, data: bytes) -> BatchItem:
         try:
-            scores, verdicts = await self._predict(data)
+            scores, verdicts = await self._predict(data, declared)
         except ApiError as err:
             return BatchItem(index=index, filename=filename, error=ErrorBody(code=err.code, message=err.message))
         return BatchItem(index=index, filename=filename, scores=scores, verdicts=verdicts)
 
-    async def _predict(self, data: bytes) -> tuple[dict[str, float], dict[str, PartVerdict]]:
+    async def _predict(self, data: bytes, declared: str | None) -> tuple[dict[str, float], dict[str, PartVerdict]]:
         try:
-            image = await asyncio.get_running_loop().run_in_executor(self.decode_pool, self.predictor.preprocess, data)
+            image = await asyncio.get_running_loop().run_in_executor(self.decode_pool, self._decode, data, declared)
+        except WrongMediaType as err:
+            raise ApiError(415, "unsupported_media_type", str(err)) from None
         except ImageError as err:
             raise ApiError(400, "invalid_image", str(err)) from None
         row = await self._score(image)
@@ -387,6 +433,11 @@ class CarPartScorer:
         scores = {target: float(value) for target, value in zip(self.predictor.targets, row[:n])}
         factors = {name: float(value) for name, value in zip(self.predictor.factors, row[n:])}
         return scores, judge(scores, self.args.thresholds, factors)
+
+    def _decode(self, data: bytes, declared: str | None) -> np.ndarray:
+        """The upload checks (type, pixels, scans: header only), then the model's preprocessing."""
+        self.uploads.check(data, declared)
+        return self.predictor.preprocess(data)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05)
     async def _score(self, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -398,22 +449,48 @@ class CarPartScorer:
 
     async def _body(self, request: Request) -> AsyncIterator[bytes]:
         """The request body, refused when empty or past `max_body_bytes`: from Content-Length before
-        reading, then by counting while reading (chunked bodies declare no length)."""
+        reading, then by counting while reading (chunked bodies declare no length). The whole body
+        must arrive within `body_timeout_s`: a client trickling bytes holds a connection, not a replica."""
         limit = self.args.max_body_bytes
         declared = request.headers.get("content-length", "")  # the HTTP server has checked it is a number
+        stream = request.stream().__aiter__()
+        deadline = asyncio.get_running_loop().time() + self.args.body_timeout_s
         if declared.isdigit() and int(declared) > limit:
+            await self._drain(stream, deadline)
             raise ApiError(413, "body_too_large", f"the body is {int(declared):,} bytes, over the limit of {limit:,}")
         received = 0
-        async for chunk in request.stream():
+        while (chunk := await self._next_chunk(stream, deadline)) is not None:
             received += len(chunk)
             if received > limit:
+                await self._drain(stream, deadline)
                 raise ApiError(413, "body_too_large", f"the body is over the limit of {limit:,} bytes")
             yield chunk
         if received == 0:
             raise ApiError(400, "empty_body", "the request body is empty")
 
-    async def _form_files(self, request: Request, field: str) -> list[tuple[str | None, bytes]]:
-        """(filename, bytes) of every file in multipart `field`, the body limit applied while parsing."""
+    async def _next_chunk(self, stream: AsyncIterator[bytes], deadline: float) -> bytes | None:
+        """The next chunk of the body, None at its end; 408 past `deadline`."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await anext(stream)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise ApiError(408, "request_timeout", f"the body did not arrive within {self.args.body_timeout_s:g} s") from None
+
+    async def _drain(self, stream: AsyncIterator[bytes], deadline: float) -> None:
+        """Read and drop the rest of a refused body (at most DRAIN_LIMIT_BYTES, until `deadline`), so
+        that a client still sending it can read the answer."""
+        drained = 0
+        try:
+            while drained <= DRAIN_LIMIT_BYTES and (chunk := await self._next_chunk(stream, deadline)) is not None:
+                drained += len(chunk)
+        except ApiError:  # out of time: answer anyway, the connection closes
+            return
+
+    async def _form_files(self, request: Request, field: str) -> list[tuple[str | None, str | None, bytes]]:
+        """(filename, declared content type, bytes) of every file in multipart `field`, the body limit
+        applied while parsing."""
         parser = MultiPartParser(request.headers, self._body(request))
         parser.spool_max_size = self.args.max_body_bytes  # bounded, and needed in memory anyway: no temp files
         try:
@@ -426,7 +503,7 @@ class CarPartScorer:
                 raise ApiError(422, "missing_field", f"no file in multipart field {field!r}")
             if not all(isinstance(value, UploadFile) for value in values):
                 raise ApiError(422, "missing_field", f"multipart field {field!r} must hold file uploads, not text")
-            return [(value.filename, await value.read()) for value in values]
+            return [(value.filename, value.content_type, await value.read()) for value in values]
         finally:
             await form.close()
 
@@ -436,11 +513,14 @@ class CarPartScorer:
 
 
 def build_app(args: AppArgs) -> Application:
-    """Application builder: `serve run serve.app:build_app checkpoint=DIR [max_batch_size=16 ...]`.
+    """Application builder: `serve run serve.app:build_app checkpoint=DIR|URI [max_batch_size=16 ...]`.
 
-    The checkpoint path is made absolute here, where the caller's working directory is known.
-    `max_ongoing_requests` is twice the batch size, so that the next batch fills while one runs
-    (below the batch size, batches could never fill).
+    A checkpoint path is made absolute here, where the caller's working directory is known; a URI
+    (s3://, gs://, file://) is copied by each replica into its node's cache. `max_ongoing_requests`
+    is twice the batch size, so that the next batch fills while one runs (below the batch size,
+    batches could never fill).
     """
-    args = args.model_copy(update={"checkpoint": str(Path(args.checkpoint).expanduser().resolve())})
-    return CarPartScorer.options(max_ongoing_requests=2 * args.max_batch_size).bind(args)
+    if not is_uri(args.checkpoint):
+        args = args.model_copy(update={"checkpoint": str(Path(args.checkpoint).expanduser().resolve())})
+    actor_options = {**REPLICA_ACTOR_OPTIONS, "num_gpus": args.num_gpus} if args.num_gpus else REPLICA_ACTOR_OPTIONS
+    return CarPartScorer.options(max_ongoing_requests=2 * args.max_batch_size, ray_actor_options=actor_options).bind(args)
