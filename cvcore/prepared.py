@@ -18,6 +18,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,20 @@ SHARDS = "shards"
 FORMAT_VERSION = 1
 DEFAULT_SIZE = 160
 ROWS_PER_TASK = 256
+
+@dataclass
+class PrepareOptions:
+    """How `prepare` reads a data set and what size it stores."""
+
+    size: int = DEFAULT_SIZE
+    """side of the square images in pixels (at least the largest input size trained on)"""
+    csv_name: str | None = field(default=None, metadata={"aliases": ("--csv",), "metavar": "NAME"})
+    """CSV file name inside the data set (default car_imgs_4000.csv, or the only *.csv)"""
+    targets: list[str] | None = None
+    """comma-separated target columns (default: every score column)"""
+    overwrite: bool = False
+    """replace whatever the output folder holds"""
+
 
 ShardWriter = Callable[[pd.DataFrame, str, int, Path], None]
 """(valid rows, images folder, size, shards folder): decode every row with `decode_batch` and write

@@ -8,14 +8,15 @@ Everything but the decoding is `cvcore.prepared.prepare`; here the decoding runs
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from cvcore import prepared
+from cvcore.config import CONFIG_FILE, ConfigParser, save_config
 from cvcore.labels import SCORE_PREFIX
 from ray_jobs.cli import init_ray, run
 
@@ -38,20 +39,17 @@ def prepare(data_dir: str | Path, out: str | Path, **options: Any) -> dict[str, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ConfigParser(
         prog="python -m ray_jobs.prepare",
-        description="Decode every valid image once (EXIF-transposed, RGB, letterboxed to SIZE x SIZE) into "
-        "Parquet shards with labels and the split, as Ray Data tasks. Bad images are skipped and listed in the manifest.",
+        description="Decode every valid image once (EXIF-transposed, RGB, letterboxed to SIZE x SIZE) into Parquet shards "
+        "with labels and the split, as Ray Data tasks. Bad images are skipped and listed in the manifest.",
     )
     parser.add_argument("data_dir", help=f"data set folder: imgs/ + a CSV (filename, {SCORE_PREFIX}* columns)")
-    parser.add_argument("--out", required=True, help="folder for the prepared shards and manifest.json")
-    parser.add_argument("--size", type=int, default=prepared.DEFAULT_SIZE, help=f"side of the square images in pixels (default {prepared.DEFAULT_SIZE})")
-    parser.add_argument("--csv", dest="csv_name", help="CSV file name inside DATA_DIR (default car_imgs_4000.csv)")
-    parser.add_argument("--targets", help=f"comma-separated target columns (default: every {SCORE_PREFIX}* column)")
-    parser.add_argument("--overwrite", action="store_true", help="replace whatever OUT holds")
+    parser.add_argument("--out", required=True, help="folder for the prepared shards, manifest.json and config.yaml")
+    parser.add_config(prepared.PrepareOptions, "options")
     args = parser.parse_args(argv)
-    targets = args.targets.split(",") if args.targets else None
-    prepare(args.data_dir, args.out, size=args.size, csv_name=args.csv_name, targets=targets, overwrite=args.overwrite)
+    prepare(args.data_dir, args.out, **asdict(args.options))
+    save_config(Path(args.out) / CONFIG_FILE, args.options)
     return 0
 
 
