@@ -1,0 +1,89 @@
+"""Write a held-out data set in the customer's format: imgs/*.jpg and a CSV with the two challenge columns.
+
+Example `index` of seed `seed` depends on nothing else (not the number of workers nor the order),
+so a data set is the same however it is produced; images are rendered in local processes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from cvcore.data import DEFAULT_CSV, FILENAME_COLUMN, IMAGE_DIR
+from cvcore.errors import UserError
+from cvcore.labels import CHALLENGE_PARTS, CHALLENGE_TARGETS, score_column
+
+from bench.heldout.render import Rendered, render
+from bench.heldout.scene import random_scene
+
+_STREAM = zlib.crc32(b"bench.heldout")  # keeps this generator's random draws apart from any other's
+_CHUNK = 16
+
+
+def render_example(seed: int, index: int) -> Rendered:
+    """Example `index` of the held-out data set with this seed."""
+    return render(random_scene(np.random.default_rng([seed, index, _STREAM])))
+
+
+def image_name(index: int) -> str:
+    return f"heldout_{index:06d}.jpg"
+
+
+def _render_chunk(seed: int, indices: list[int], image_dir: str) -> list[dict]:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    rows = []
+    for index in indices:
+        example = render_example(seed, index)
+        name = image_name(index)
+        Path(image_dir, name).write_bytes(example.jpeg_bytes())
+        rows.append({FILENAME_COLUMN: name, **{score_column(p): example.labels[p]["score"] for p in CHALLENGE_PARTS}})
+    return rows
+
+
+def write_dataset(out_dir: str | os.PathLike, n: int, *, seed: int = 2026, workers: int | None = None,
+                  progress: bool = True, overwrite: bool = False) -> Path:
+    """Render `n` photos into `out_dir/imgs/` and write `out_dir/car_imgs_4000.csv`; returns the CSV path."""
+    out = Path(out_dir)
+    if n < 1:
+        raise UserError(f"n must be at least 1, got {n}")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(f"{out} is not empty; pass --overwrite to replace it")
+        shutil.rmtree(out)
+    image_dir = out / IMAGE_DIR
+    image_dir.mkdir(parents=True)
+    chunks = [list(range(start, min(start + _CHUNK, n))) for start in range(0, n, _CHUNK)]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(chunks)))
+    bar = tqdm(total=n, desc="held-out renders", unit="img", disable=not progress, file=sys.stdout, mininterval=5)
+    rows: list[dict] = []
+    if workers == 1:
+        for chunk in chunks:
+            rows += _render_chunk(seed, chunk, str(image_dir))
+            bar.update(len(chunk))
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for done in pool.map(_render_chunk, [seed] * len(chunks), chunks, [str(image_dir)] * len(chunks)):
+                rows += done
+                bar.update(len(done))
+    bar.close()
+    csv = out / DEFAULT_CSV
+    pd.DataFrame(rows, columns=[FILENAME_COLUMN, *CHALLENGE_TARGETS]).to_csv(csv, index=False)
+    return csv
+
+
+def label_stats(frame: pd.DataFrame) -> str:
+    """Share of exact zeros, mean and standard deviation of each challenge column, one line each."""
+    lines = []
+    for target in CHALLENGE_TARGETS:
+        values = frame[target].to_numpy(float)
+        lines.append(f"{target}: {np.mean(values == 0):.1%} zeros, mean {values.mean():.3f}, std {values.std():.3f}")
+    return "\n".join(lines)
