@@ -81,9 +81,9 @@ def test_checkpoint_for_other_targets_is_refused(trained, prepared_dir, tmp_path
     original = meta_path.read_text()
     try:
         meta = json.loads(original)
-        meta["targets"] = ["perspective_score_tailgate", "perspective_score_trunk"]  # as many head rows as before
+        meta["targets"] = ["perspective_score_tailgate", "perspective_score_spoiler"]  # no such parts; as many head rows as before
         meta_path.write_text(json.dumps(meta))
-        with pytest.raises(CheckpointError, match="predicts perspective_score_tailgate, perspective_score_trunk, and the data have none"):
+        with pytest.raises(CheckpointError, match="predicts perspective_score_tailgate, perspective_score_spoiler, and the data have none"):
             evaluate(EvaluateConfig(str(output / "best"), str(prepared_dir), str(tmp_path)))
     finally:
         meta_path.write_text(original)
