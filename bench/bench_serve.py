@@ -1,19 +1,22 @@
-"""Load test: the Ray Serve endpoint against a plain FastAPI + uvicorn server, same model, same load.
+"""Load test matrix: Ray Serve's ingresses and settings against a plain FastAPI + uvicorn server,
+same model, same load, side by side in one run.
 
-    python bench/bench_serve.py [--checkpoint DIR] [--clients 32] [--duration 30]
+    python bench/bench_serve.py [--checkpoint DIR] [--clients 32] [--duration 20] [--only NAME ...]
 
 N clients (asyncio + httpx, loopback only) each upload a photo to /predict as soon as their last
-answer arrived, for a fixed time (and at most --max-requests in all). The Serve run uses the
-default serving config (`build_app` defaults: batch 16, autoscaling 1-2 replicas of one CPU
-each) and samples the replica count from `serve.status()` every second, through the load and a
-cool-down, to show a replica coming and going. The baseline is what one would write without
-Serve: one uvicorn process, a sync FastAPI route, one image per forward pass. It runs after Ray
-has been shut down, so the two never compete. Prints a Markdown table.
+answer arrived, for a fixed time (and at most --max-requests in all). Every Serve case runs in its
+own process with a fresh local Ray instance, because the ingress switches are environment variables
+read where Ray starts: Serve's defaults (Python proxy), `RAY_SERVE_THROUGHPUT_OPTIMIZED`, the
+HAProxy ingress as this project starts it (serve/edge.py), and, on HAProxy, one replica instead of
+autoscaling 1-2, other batch sizes and batch waits, and 64 and 128 clients. The replica count is
+sampled from `serve.status()` every second. The baseline is what one would write without Serve:
+one uvicorn process, a sync FastAPI route, one image per forward pass. Prints a Markdown table.
 
 Besides what the clients see, the table gives the server side's CPU time per answered request
-(every process this script started: for Serve the whole local Ray instance, proxy, controller and
-replicas included; Linux /proc). On a machine shared with other work, throughput moves with the
-neighbours' load, while CPU per request mostly does not.
+(every process a case started: for Serve the whole local Ray instance, proxy or HAProxy,
+controller and replicas included; Linux /proc). On a machine shared with other work, throughput
+moves with the neighbours' load, while CPU per request mostly does not; the load average before and
+after the run is printed with the table.
 
 Without --checkpoint an untrained checkpoint of the training defaults (`TrainConfig`: backbone
 and image size) is made in a temporary folder: the speed of a network does not depend on its
@@ -25,14 +28,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -48,11 +53,48 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 from cvcore.engine import TrainConfig  # noqa: E402
 from cvcore.model import ModelSpec, build_model, load_model, save_checkpoint  # noqa: E402
 from cvcore.synth import CHALLENGE_TARGETS, render_example  # noqa: E402
-from serve.app import AUTOSCALING, PROXY_ENV, AppArgs, CarPartScorer, build_app  # noqa: E402
+from serve.app import AUTOSCALING, AppArgs, CarPartScorer, build_app  # noqa: E402
+from serve.edge import ingress_env  # noqa: E402
 
 APP_NAME = "carpart"
 SAMPLE_INTERVAL_S = 1.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+RESULT_PREFIX = "CASE_RESULT "
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the matrix: where Ray starts (`ingress`), the app's arguments, the replicas, the load."""
+
+    name: str
+    ingress: str = "haproxy"  # "python" (Serve's default proxy), "throughput" (RAY_SERVE_THROUGHPUT_OPTIMIZED), "haproxy", "plain"
+    app: dict[str, Any] = field(default_factory=dict)  # AppArgs fields
+    fixed_replicas: int | None = None  # None: build_app's autoscaling
+    clients: int | None = None  # None: --clients
+
+    def env(self) -> dict[str, str]:
+        if self.ingress == "haproxy":
+            ports = {"RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
+            return {**ingress_env(), **ports}
+        if self.ingress == "throughput":
+            return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+        return {}
+
+
+MATRIX = [
+    Case("plain FastAPI + uvicorn, 1 image per forward pass", ingress="plain"),
+    Case("Serve default: Python proxy", ingress="python"),
+    Case("Python proxy, RAY_SERVE_THROUGHPUT_OPTIMIZED=1", ingress="throughput"),
+    Case("HAProxy ingress (serve/edge.py)"),
+    Case("HAProxy, one replica", fixed_replicas=1),
+    Case("HAProxy, batch 8 (max_ongoing 16)", app={"max_batch_size": 8}),
+    Case("HAProxy, batch 32 (max_ongoing 64)", app={"max_batch_size": 32}),
+    Case("HAProxy, batch wait 20 ms", app={"batch_wait_timeout_s": 0.02}),
+    Case("HAProxy, batch wait 100 ms", app={"batch_wait_timeout_s": 0.1}),
+    Case("HAProxy, 64 clients", clients=64),
+    Case("HAProxy, 128 clients", clients=128),
+    Case("plain FastAPI + uvicorn, 128 clients", ingress="plain", clients=128),
+]
 
 
 @dataclass
@@ -68,6 +110,10 @@ class LoadResult:
     @property
     def ok(self) -> int:
         return len(self.latencies_ms)
+
+    @property
+    def throughput(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
@@ -161,18 +207,24 @@ def replica_counts() -> tuple[int, int]:
     return states.get("RUNNING", 0), states.get("STARTING", 0)
 
 
-async def bench_serve(args: argparse.Namespace, checkpoint: str, photos: list[bytes]) -> tuple[LoadResult, list[ReplicaSample]]:
-    """Load the Serve app, sampling its replicas; then keep sampling until it is back to its minimum."""
+async def bench_serve(args: argparse.Namespace, case: Case, checkpoint: str, photos: list[bytes]) -> tuple[LoadResult, list[ReplicaSample]]:
+    """Load the Serve app of `case`, sampling its replicas; then keep sampling until it is back to its minimum.
+    Runs in a process of its own whose environment already holds `case.env()`."""
     # Ray starts its workers at nice 15; the baseline runs at 0. On a machine shared with other
     # work that difference alone would decide the comparison, so both run at 0 here.
     os.environ.setdefault("RAY_worker_niceness", "0")
-    for name, value in PROXY_ENV.items():  # the proxy reads it when it starts, in the environment Ray starts with
-        os.environ.setdefault(name, value)
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(AppArgs(checkpoint=checkpoint)), name=APP_NAME, route_prefix="/")
+        app_args = AppArgs(checkpoint=checkpoint, **case.app)
+        if case.fixed_replicas:
+            app = CarPartScorer.options(
+                num_replicas=case.fixed_replicas, autoscaling_config=None, max_ongoing_requests=2 * app_args.max_batch_size
+            ).bind(app_args)
+        else:
+            app = build_app(app_args)
+        serve.run(app, name=APP_NAME, route_prefix="/")
         base = f"http://127.0.0.1:{port}"
         await wait_healthy(base + "/healthz", 120)
         samples: list[ReplicaSample] = []
@@ -186,7 +238,7 @@ async def bench_serve(args: argparse.Namespace, checkpoint: str, photos: list[by
 
         stop = asyncio.Event()
         sampler = asyncio.create_task(sample_until(stop))
-        result = await run_load(base + "/predict", photos, args.clients, args.duration, args.max_requests)
+        result = await run_load(base + "/predict", photos, case.clients or args.clients, args.duration, args.max_requests)
         cooldown_end = time.perf_counter() + args.cooldown
         scaled_up = any(s.running + s.starting > AUTOSCALING["min_replicas"] for s in samples)
         while scaled_up and time.perf_counter() < cooldown_end:
@@ -202,13 +254,13 @@ async def bench_serve(args: argparse.Namespace, checkpoint: str, photos: list[by
         ray.shutdown()
 
 
-async def bench_baseline(args: argparse.Namespace, checkpoint: str, photos: list[bytes]) -> LoadResult:
+async def bench_baseline(args: argparse.Namespace, case: Case, checkpoint: str, photos: list[bytes]) -> LoadResult:
     port = free_port()
     command = [sys.executable, __file__, "--baseline-server", str(port), "--checkpoint", checkpoint]
     server = subprocess.Popen(command, cwd=REPO)
     try:
         await wait_healthy(f"http://127.0.0.1:{port}/healthz", 120)
-        return await run_load(f"http://127.0.0.1:{port}/predict", photos, args.clients, args.duration, args.max_requests)
+        return await run_load(f"http://127.0.0.1:{port}/predict", photos, case.clients or args.clients, args.duration, args.max_requests)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -253,67 +305,86 @@ def timeline(samples: list[ReplicaSample]) -> str:
     return ", ".join(changes)
 
 
-def table(rows: list[tuple[str, LoadResult, str]]) -> str:
+def table(rows: list[tuple[Case, LoadResult, str]], clients: int, baseline: float) -> str:
     lines = [
-        "| server | requests | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) | errors | server CPU per request (ms) | replicas |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| server | clients | requests | throughput (req/s) | vs plain | p50 (ms) | p95 (ms) | p99 (ms) | errors | server CPU per request (ms) | replicas |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for name, r, replicas in rows:
+    for case, r, replicas in rows:
         errors = sum(r.errors.values())
         detail = f" ({', '.join(f'{k}: {v}' for k, v in r.errors.items())})" if errors else ""
         lines.append(
-            f"| {name} | {r.ok} | {r.ok / r.seconds:.1f} | {r.percentile(50):.0f} | {r.percentile(95):.0f} "
-            f"| {r.percentile(99):.0f} | {errors}{detail} | {r.server_cpu_s / max(r.ok, 1) * 1000:.1f} | {replicas} |"
+            f"| {case.name} | {case.clients or clients} | {r.ok} | {r.throughput:.1f} | {r.throughput / baseline:.2f}x "
+            f"| {r.percentile(50):.0f} | {r.percentile(95):.0f} | {r.percentile(99):.0f} | {errors}{detail} "
+            f"| {r.server_cpu_s / max(r.ok, 1) * 1000:.1f} | {replicas} |"
         )
     return "\n".join(lines)
 
 
-async def main(args: argparse.Namespace) -> None:
+async def run_case(args: argparse.Namespace, case: Case, checkpoint: str) -> None:
+    """In the case's own process: run it and print its result as one JSON line."""
+    photos = render_photos(args.photos, tuple(args.photo_size))
+    if case.ingress == "plain":
+        result, replicas = await bench_baseline(args, case, checkpoint, photos), "1 process"
+    else:
+        result, samples = await bench_serve(args, case, checkpoint, photos)
+        replicas = f"peak {max(s.running for s in samples)}: {timeline(samples)}"
+    print(RESULT_PREFIX + json.dumps({"result": asdict(result), "replicas": replicas}), flush=True)
+
+
+def run_case_process(args: argparse.Namespace, case: Case, checkpoint: str) -> tuple[LoadResult, str]:
+    """A fresh process (and Ray instance) for `case`, with the case's environment from the start."""
+    command = [sys.executable, __file__, "--case", case.name, "--checkpoint", checkpoint]
+    command += ["--clients", str(args.clients), "--duration", str(args.duration), "--cooldown", str(args.cooldown)]
+    command += ["--num-cpus", str(args.num_cpus), "--max-requests", str(args.max_requests), "--photos", str(args.photos)]
+    command += ["--photo-size", *map(str, args.photo_size)]
+    env = {**os.environ, **case.env()}
+    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=args.duration + args.cooldown + 400)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if not lines:
+        sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
+        return LoadResult(seconds=1.0, errors={f"case failed (exit {done.returncode})": 1}), "-"
+    data = json.loads(lines[-1].removeprefix(RESULT_PREFIX))
+    return LoadResult(**data["result"]), data["replicas"]
+
+
+def main(args: argparse.Namespace) -> None:
+    cases = [case for case in MATRIX if not args.only or any(word in case.name for word in args.only)]
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint or make_checkpoint(Path(tmp))
         spec = load_model(checkpoint).spec
-        photos = render_photos(args.photos, tuple(args.photo_size))
-        load_before = os.getloadavg()[0]
-        serve_result, samples = await bench_serve(args, checkpoint, photos)
-        baseline = await bench_baseline(args, checkpoint, photos)
+        load_before = os.getloadavg()
+        rows = []
+        for case in cases:
+            result, replicas = run_case_process(args, case, checkpoint)
+            print(f"{case.name}: {result.throughput:.1f} req/s, p99 {result.percentile(99):.0f} ms, errors {result.errors}", flush=True)
+            rows.append((case, result, replicas))
+        load_after = os.getloadavg()
 
-    defaults = AppArgs(checkpoint=checkpoint)
-    peak = max(s.running for s in samples)
+    plain = [r for c, r, _ in rows if c.ingress == "plain" and not c.clients]
+    baseline = plain[0].throughput if plain else float("nan")
+    photo_kb = np.mean([len(p) for p in render_photos(args.photos, tuple(args.photo_size))]) / 1000
     print(
-        f"\n### Serve vs plain FastAPI: {spec.backbone} at {spec.image_size} px, {args.clients} clients, "
-        f"{args.duration:.0f} s each, {args.photo_size[0]}x{args.photo_size[1]} JPEG uploads "
-        f"(~{np.mean([len(p) for p in photos]) / 1000:.0f} kB), Ray num_cpus={args.num_cpus}, "
-        f"{os.cpu_count()} cores, load average {load_before:.1f} before the run\n"
+        f"\n### Serve matrix: {spec.backbone} at {spec.image_size} px, {args.duration:.0f} s per case, "
+        f"{args.photo_size[0]}x{args.photo_size[1]} JPEG uploads (~{photo_kb:.0f} kB), Ray num_cpus={args.num_cpus}, "
+        f"{os.cpu_count()} cores, load average {load_before[0]:.1f} before and {load_after[0]:.1f} after the run\n"
     )
-    print(
-        table(
-            [
-                (
-                    f"Ray Serve (batch {defaults.max_batch_size}, wait {defaults.batch_wait_timeout_s * 1000:.0f} ms, "
-                    f"{AUTOSCALING['min_replicas']}-{AUTOSCALING['max_replicas']} replicas)",
-                    serve_result,
-                    f"peak {peak}",
-                ),
-                ("FastAPI + uvicorn, 1 image per forward pass", baseline, "1 process"),
-            ]
-        )
-    )
-    speedup = (serve_result.ok / serve_result.seconds) / (baseline.ok / baseline.seconds)
-    print(f"\nThroughput Serve / baseline: {speedup:.2f}x")
-    print(f"Serve replicas (running) over time, load from 0 s to {serve_result.seconds:.0f} s: {timeline(samples)}")
+    print(table(rows, args.clients, baseline))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="checkpoint dir (default: an untrained one of the training defaults)")
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds of load per server")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per case")
     parser.add_argument("--max-requests", type=int, default=20_000, help="request budget per server")
-    parser.add_argument("--cooldown", type=float, default=75.0, help="most seconds to wait for the scale-down")
+    parser.add_argument("--cooldown", type=float, default=5.0, help="most seconds to wait for the scale-down after the load")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs given to Ray")
     parser.add_argument("--photos", type=int, default=8, help="distinct photos the clients cycle through")
     parser.add_argument("--photo-size", type=int, nargs=2, default=(1280, 960), metavar=("W", "H"))
+    parser.add_argument("--only", nargs="+", metavar="WORD", help="run only the cases whose name holds one of these words")
     parser.add_argument("--baseline-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--case", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -321,5 +392,7 @@ if __name__ == "__main__":
     arguments = parse_args()
     if arguments.baseline_server:
         serve_baseline(arguments.baseline_server, arguments.checkpoint)
+    elif arguments.case:
+        asyncio.run(run_case(arguments, next(c for c in MATRIX if c.name == arguments.case), arguments.checkpoint))
     else:
-        asyncio.run(main(arguments))
+        main(arguments)

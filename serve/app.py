@@ -64,6 +64,7 @@ from ray.serve.deployment import Application
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from cvcore.errors import ImageError, UserError
 from cvcore.image import MAX_JPEG_SCANS
@@ -475,6 +476,8 @@ class CarPartScorer:
                 return await anext(stream)
         except StopAsyncIteration:
             return None
+        except ClientDisconnect:  # nobody reads the answer; 499 only tells the metrics (nginx's code)
+            raise ApiError(499, "client_disconnected", "the client closed the connection") from None
         except TimeoutError:
             raise ApiError(408, "request_timeout", f"the body did not arrive within {self.args.body_timeout_s:g} s") from None
 

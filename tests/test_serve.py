@@ -1,14 +1,24 @@
-"""The Serve endpoint over real HTTP: scores equal the offline Predictor's, every bad input gets
-its 4xx and error code (never a 500), batches match single calls, the API key guards all but
-/healthz. Also the intake verdicts and serve/config.yaml, which need no Ray."""
+"""The Serve endpoint over real HTTP, through the HAProxy ingress with our edge rules (serve/edge.py):
+scores equal the offline Predictor's, every bad input gets its 4xx and error code (never a 500),
+batches match single calls, the API key guards all but /healthz, hostile uploads and the HTTP edge
+(oversized or slow headers and bodies, client control headers, overload) get bounded answers, tested
+with raw sockets where a well-behaved client cannot misbehave. Also the intake verdicts and
+serve/config.yaml, which need no Ray."""
 
 from __future__ import annotations
 
 import io
 import os
+import select
+import socket
 import struct
+import time
+import urllib.error
+import urllib.request
 import zlib
 from pathlib import Path
+
+import hostile
 
 import httpx
 import numpy as np
@@ -23,7 +33,8 @@ from ray.serve.schema import ServeDeploySchema
 from cvcore.errors import UserError
 from cvcore.intake import Decision, IntakeThresholds, Reason, human_name, judge, viewpoint
 from cvcore.model import ModelSpec, build_model, load_model, save_checkpoint
-from serve.app import AUTOSCALING, REPLICA_ACTOR_OPTIONS, AppArgs, CarPartScorer, build_app
+from serve.app import AUTOSCALING, BACKPRESSURE, MAX_QUEUED_REQUESTS, REPLICA_ACTOR_OPTIONS, AppArgs, CarPartScorer, build_app
+from serve.edge import EdgeSettings, ingress_env
 
 TARGETS = ["perspective_score_hood", "perspective_score_backdoor_left"]
 BODY_LIMIT = 300_000
@@ -32,6 +43,9 @@ API_KEY = "s3cret-key"
 KEY_ENV = "CARPART_TEST_API_KEY"
 NO_KEY_ENV = "CARPART_TEST_UNSET_API_KEY"
 CONFIG = Path(__file__).resolve().parents[1] / "serve" / "config.yaml"
+HEADER_TIMEOUT_S = 2
+BODY_TIMEOUT_S = 2.0
+BATCH = 4  # max_ongoing_requests = 2 x BATCH per replica
 
 
 def encode(img: Image.Image, fmt: str, **params) -> bytes:
@@ -73,7 +87,8 @@ def run_dir(tmp_path_factory) -> Path:
     model = build_model(ModelSpec("resnet10t", TARGETS, image_size=64, head="decomposed"))
     torch.nn.init.constant_(model.net.get_classifier().bias, 0.5)
     root = tmp_path_factory.mktemp("run")
-    save_checkpoint(root / "best", model, metrics={"mean": {"mae": 0.123}})
+    server_paths = {"training_config": {"init_from": str(root / "init")}, "data": {"source": str(root / "data"), "content_hash": "c0ffee"}}
+    save_checkpoint(root / "best", model, metrics={"mean": {"mae": 0.123}}, **server_paths)
     return root
 
 
@@ -83,22 +98,44 @@ def predictor(run_dir):
 
 
 @pytest.fixture(scope="module")
-def base_url(run_dir, free_port):
-    """One Ray instance and two applications: an open one at / and one behind an API key at /secured."""
-    os.environ[KEY_ENV] = API_KEY  # the replicas inherit the environment of the Ray instance
-    os.environ.pop(NO_KEY_ENV, None)
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+def base_url(run_dir, free_port, tmp_path_factory):
+    """One Ray instance behind the HAProxy ingress and two applications: an open one at / and one
+    behind an API key at /secured, whose checkpoint is a file:// URI (copied into the replica's cache)."""
+    edge = ingress_env(EdgeSettings(header_timeout_s=HEADER_TIMEOUT_S), tmp_path_factory.mktemp("edge"))
+    # HAProxy's stats and metrics ports are fixed by default: other Ray instances on this machine may hold them.
+    ports = {"RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
     port = free_port()
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        common = dict(checkpoint=str(run_dir), max_body_bytes=BODY_LIMIT, max_images=MAX_IMAGES, max_batch_size=4)
-        serve.run(build_app(AppArgs(**common, api_key_env=NO_KEY_ENV)), name="open", route_prefix="/")
-        serve.run(build_app(AppArgs(**common, api_key_env=KEY_ENV)), name="secured", route_prefix="/secured")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        os.environ.pop(KEY_ENV, None)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {**edge, **ports, KEY_ENV: API_KEY}.items():  # Ray's processes inherit them
+            patch.setenv(name, value)
+        patch.delenv(NO_KEY_ENV, raising=False)
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            common = dict(max_body_bytes=BODY_LIMIT, max_images=MAX_IMAGES, max_batch_size=BATCH, body_timeout_s=BODY_TIMEOUT_S)
+            serve.run(build_app(AppArgs(checkpoint=str(run_dir), **common, api_key_env=NO_KEY_ENV)), name="open", route_prefix="/")
+            secured = AppArgs(checkpoint=(run_dir / "best").as_uri(), **common, api_key_env=KEY_ENV, allow_anonymous=False)
+            serve.run(build_app(secured), name="secured", route_prefix="/secured")
+            url = f"http://127.0.0.1:{port}"
+            wait_until_routed(url, ["/healthz", "/secured/healthz"])
+            yield url
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+
+
+def wait_until_routed(url: str, paths: list[str], timeout_s: float = 60) -> None:
+    """HAProxy learns the routes a moment after `serve.run` returns."""
+    deadline = time.monotonic() + timeout_s
+    for path in paths:
+        while True:
+            try:
+                if httpx.get(url + path, timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"{path} not routed after {timeout_s} s"
+            time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -255,12 +292,14 @@ def test_api_key_guards_everything_but_healthz(client):
     assert client.get("/secured/healthz").status_code == 200
 
 
-def test_model_and_healthz(client, predictor):
+def test_model_and_healthz(client, predictor, run_dir):
     health = client.get("/healthz")
     assert health.status_code == 200 and health.json()["status"] == "ok"
-    info = client.get("/model").json()
+    response = client.get("/model")
+    info = response.json()
     assert info["backbone"] == "resnet10t" and info["targets"] == TARGETS and info["image_size"] == 64
-    assert info["metrics"] == {"mean": {"mae": 0.123}}
+    assert info["metrics"] == {"mean": {"mae": 0.123}} and info["data_hash"] == "c0ffee"
+    assert str(run_dir) not in response.text and "training_config" not in info  # no server paths
     assert info["id"] == health.json()["model"]
     assert info["serving"]["max_images"] == MAX_IMAGES and info["serving"]["thresholds"]["accept"] == 0.5
     assert "/predict" in client.get("/openapi.json").json()["paths"]
@@ -320,3 +359,108 @@ def test_config_yaml_deploys_this_app():
     assert deployment["autoscaling_config"] == AUTOSCALING
     assert deployment["ray_actor_options"] == REPLICA_ACTOR_OPTIONS
     assert args.batch_wait_timeout_s == AppArgs.model_fields["batch_wait_timeout_s"].default
+
+
+# ----------------------------------------------------------------------------------------------
+# Hostile uploads over HTTP (each class in detail, without Ray: tests/test_uploads.py)
+
+
+def test_hostile_uploads_get_their_4xx(client):
+    bmp = hostile.rle_bmp(2000, 2000)
+    assert_error(client.post("/predict", content=bmp, headers={"Content-Type": "image/jpeg"}), 415, "unsupported_media_type")
+    assert_error(client.post("/predict", files={"file": ("car.jpg", bmp, "image/jpeg")}), 415, "unsupported_media_type")
+    png_as_jpeg = {"file": ("car.png", encode(photo(10), "PNG"), "image/jpeg")}
+    assert_error(client.post("/predict", files=png_as_jpeg), 415, "unsupported_media_type")
+    undeclared = {"file": ("car", encode(photo(10), "PNG"), "application/octet-stream")}
+    assert client.post("/predict", files=undeclared).status_code == 200  # no declared type: the bytes decide
+    big = hostile.lossless_webp_rgba(4100, 4000)  # 38 bytes, over the serving limit of 16 MP
+    error = assert_error(client.post("/predict", content=big, headers={"Content-Type": "image/webp"}), 400, "invalid_image")
+    assert "over the limit of 16,000,000" in error["message"]
+    scans = hostile.progressive_jpeg_repeated_scan(800, 600, 40)
+    assert_error(client.post("/predict", content=scans, headers={"Content-Type": "image/jpeg"}), 400, "invalid_image")
+
+
+# ----------------------------------------------------------------------------------------------
+# The HTTP edge: raw sockets on loopback, every exchange bounded in time
+
+
+def exchange(base_url: str, parts: list[bytes], pause_s: float = 0.0, timeout_s: float = 15.0) -> tuple[bytes, float]:
+    """Send `parts` (pausing between them) until the server answers, then read until it closes or
+    `timeout_s`. Returns the response bytes and the seconds until its first byte."""
+    host, port = base_url.removeprefix("http://").split(":")
+    start = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
+        try:
+            for part in parts:
+                sock.sendall(part)
+                if select.select([sock], [], [], pause_s)[0]:  # an answer (or a close) already
+                    break
+        except OSError:  # the server answered and closed while we were still sending
+            pass
+        first = sock.recv(65536)
+        elapsed = time.monotonic() - start
+        response = first
+        while first:
+            try:
+                first = sock.recv(65536)
+            except OSError:
+                break
+            response += first
+    return response, elapsed
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def test_headers_over_the_limit_are_refused(base_url):
+    big, _ = exchange(base_url, [b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 65_000 + b"\r\n\r\n"])
+    many, _ = exchange(base_url, [b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n"])
+    assert status_of(big) in (400, 431) and status_of(many) in (400, 431)
+
+
+def test_slow_headers_are_cut_off_with_408(base_url):
+    trickle = [b"GET /healthz HTTP/1.1\r\n"] + [b"X-Slow: 1\r\n"] * 20
+    response, elapsed = exchange(base_url, trickle, pause_s=0.5)
+    assert status_of(response) == 408
+    assert HEADER_TIMEOUT_S - 0.5 < elapsed < HEADER_TIMEOUT_S + 3
+
+
+def test_slow_body_is_cut_off_with_408(base_url):
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n"
+    response, elapsed = exchange(base_url, [head] + [b"\xff" * 10] * 20, pause_s=0.4)
+    assert status_of(response) == 408 and b'"request_timeout"' in response
+    assert elapsed < BODY_TIMEOUT_S + 3
+
+
+def test_oversized_body_is_refused_and_python_clients_can_read_the_413(base_url):
+    body = b"\0" * 24_000_000  # more than the socket buffers hold: the server must drain to be heard
+    request = urllib.request.Request(base_url + "/predict", data=body, headers={"Content-Type": "image/jpeg"})
+    start = time.monotonic()
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=30)
+    assert caught.value.code == 413 and b'"body_too_large"' in caught.value.read()
+    assert time.monotonic() - start < 15
+
+
+def test_client_control_headers_are_ignored(client):
+    control = {"Content-Type": "image/jpeg", "X-Request-Timeout-Seconds": "0.000001", "X-Request-Disconnect-Disabled": "?1"}
+    assert client.post("/predict", content=JPEG, headers=control).status_code == 200  # obeyed, it would time out
+
+
+def test_overload_is_shed_with_503_and_retry_after(base_url, client):
+    """Requests that hold a replica (bodies that never come) fill its slots and queue: the rest get 503 at once."""
+    host, port = base_url.removeprefix("http://").split(":")
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 100\r\n\r\n"
+    held = 2 * BATCH + MAX_QUEUED_REQUESTS + 8
+    sockets = [socket.create_connection((host, int(port)), timeout=BODY_TIMEOUT_S + 5) for _ in range(held)]
+    try:
+        for sock in sockets:
+            sock.sendall(head)
+        shed = client.post("/predict", content=JPEG, headers={"Content-Type": "image/jpeg"})
+        assert shed.status_code == 503 and shed.headers["Retry-After"] == str(BACKPRESSURE["retry_after_s"])
+    finally:
+        for sock in sockets:
+            sock.close()
+    time.sleep(BODY_TIMEOUT_S + 0.5)  # the held requests end with their body timeout
+    assert client.post("/predict", content=JPEG, headers={"Content-Type": "image/jpeg"}).status_code == 200
