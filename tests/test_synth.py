@@ -18,12 +18,14 @@ from cvcore.synth import (
     DISTRIBUTIONS,
     PART_IDS,
     PARTS,
+    RENDERER_VERSION,
     Camera,
     CarShape,
     Clutter,
     Look,
     blur_scale,
     car_mesh,
+    dataset_is_current,
     extended_columns,
     format_label_stats,
     label_stats,
@@ -90,17 +92,19 @@ def digest(example) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     ("seed", "index", "expected"),
-    [(0, 0, {"image": "b6bd55b5243789a87e248192391e01e1ca30c89063759de2cfe772089ffa939a",
-             "mask": "f7e1186d68eeb6ca7aac71fd4f33146132d32e0d16bf7c54ab47cf01a91f82f3",
-             "labels": "1414265a440859acd97e8f9e28e5e66ad4e7bc1c409ce4a24ab297d3157d94f5"}),
-     (3, 5, {"image": "81e0c6b97ae3dc20d9d8f7e76b313ac482a2c084bed7a8f21ab406a2860def83",
-             "mask": "a1b202297fb72581b379ccadf6c90f91efb3137926156b3034b8e60864241bd5",
-             "labels": "804c1993e8f8c8a3ce37be23af8d2306a493875c740a0920aa53973626c24a54"})],
+    [(0, 0, {"image": "b40d6c099a4d9e39824d1199091ddad661ffb1dc13f9225b6821cc5df749f0a0",
+             "mask": "ca638bce0dd1d913380dc2972778a12ba4867cf3c67cf877e6e306b658427622",
+             "labels": "812b2147e9a3cdefbc0c495845ee0414630c44b9b26a1b6c9f9bea5fc4e67d28"}),
+     (3, 5, {"image": "2619ff33e2947e3f5c7b7762cd801c8b4cd643ac390e624f8494b59619c03700",
+             "mask": "f9552a28d8ade1be2ff17b4947332bbe369120a329594c9bfc35018cd01b2427",
+             "labels": "3140be091a19bffd6e4dfbd6182d7f0e1e2670a24057466924acbd92f20f62ed"})],
 )  # fmt: skip
-def test_default_distribution_renders_what_the_renderer_rendered_before_it_had_knobs(seed, index, expected):
-    """Hashes from the renderer before SceneDistribution existed (640x480, 674x506, both blurred)."""
+def test_renders_are_pinned_to_the_renderer_version(seed, index, expected):
+    """Hashes of renderer version 2 (800x600 and 674x506). A change to what the renderer draws must bump
+    RENDERER_VERSION, because the main job re-renders its data set only when the version changes."""
     example = render_example(seed, index)
-    assert example.image.size == ((640, 480) if seed == 0 else (674, 506))
+    assert RENDERER_VERSION == 2
+    assert example.image.size == ((800, 600) if seed == 0 else (674, 506))
     assert digest(example) == expected
 
 
@@ -207,7 +211,7 @@ def test_extended_columns_and_csv_name(tmp_path):
         for prefix in ("perspective_score_", "visible_fraction_", "facing_"):
             assert frame[prefix + part].between(0, 1).all()
     assert frame["camera_azimuth"].between(0, 360).all()
-    assert frame["camera_elevation"].between(2.5, 50.5).all()
+    assert frame["camera_elevation"].between(0.0, 75.5).all()
     assert (frame["camera_distance"] > CAR.length / 2).all()
 
 
@@ -251,6 +255,22 @@ def test_a_manifest_from_before_distributions_is_the_default_one(tmp_path):
     write_dataset(tmp_path, 2, seed=0, workers=1, progress=False, image_size=SMALL)  # same set: fine
     with pytest.raises(UserError, match="already holds a different synthetic data set"):
         write_dataset(tmp_path, 2, seed=0, workers=1, progress=False, image_size=SMALL, distribution="shifted")
+
+
+def test_a_data_set_from_an_older_renderer_is_not_current_and_is_replaced(tmp_path):
+    """What the main job relies on to re-render data/synthetic-N after RENDERER_VERSION changes."""
+    request = dict(seed=0, extended=True, image_size=SMALL)
+    assert not dataset_is_current(tmp_path, 2, **request)
+    write_dataset(tmp_path, 2, workers=1, progress=False, **request)
+    assert dataset_is_current(tmp_path, 2, **request)
+    assert not dataset_is_current(tmp_path, 3, **request) and not dataset_is_current(tmp_path, 2, seed=1)
+    manifest = json.loads((tmp_path / "synth.json").read_text())
+    (tmp_path / "synth.json").write_text(json.dumps({**manifest, "version": RENDERER_VERSION - 1}))
+    assert not dataset_is_current(tmp_path, 2, **request)
+    write_dataset(tmp_path, 2, workers=1, progress=False, overwrite=True, **request)
+    assert json.loads((tmp_path / "synth.json").read_text())["version"] == RENDERER_VERSION
+    (tmp_path / "car_imgs_4000.csv").unlink()  # interrupted before the CSV
+    assert not dataset_is_current(tmp_path, 2, **request)
 
 
 @pytest.mark.parametrize(
@@ -324,8 +344,8 @@ def test_every_part_is_drawn_and_labelled():
 
 def test_random_cars_cover_every_style():
     rng = np.random.default_rng(0)
-    styles = {random_car(rng).style for _ in range(60)}
-    assert styles == {"sedan", "hatchback", "suv", "van"}
+    styles = {random_car(rng).style for _ in range(200)}
+    assert styles == {"city_car", "hatchback", "sedan", "estate", "coupe", "suv", "pickup", "van"}
 
 
 def test_label_stats_and_format():

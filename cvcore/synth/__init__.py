@@ -60,16 +60,25 @@ from cvcore.labels import CHALLENGE_PARTS, CHALLENGE_TARGETS, PART_IDS, PARTS
 from cvcore.synth.bodies import STYLES, car_mesh, random_car
 from cvcore.synth.camera import blur_scale, random_camera
 from cvcore.synth.clutter import clutter_mesh, random_clutter
-from cvcore.synth.dataset import MANIFEST_NAME, MASK_DIR, RENDERER_VERSION, image_name, write_dataset
+from cvcore.synth.dataset import (
+    MANIFEST_NAME,
+    MASK_DIR,
+    RENDERER_VERSION,
+    dataset_is_current,
+    dataset_manifest,
+    image_name,
+    write_dataset,
+)
 from cvcore.synth.distributions import DISTRIBUTIONS, IMAGE_SIZES, SceneDistribution, scene_distribution
 from cvcore.synth.labels import CANONICAL_DIRECTIONS, MIN_SCORE, extended_columns, format_label_stats, label_stats
-from cvcore.synth.render import random_look, random_scene, render_example, render_scene
-from cvcore.synth.scene import Camera, CarShape, Clutter, Example, Look, Scene, direction
+from cvcore.synth.looks import random_look
+from cvcore.synth.render import random_scene, render_example, render_scene
+from cvcore.synth.scene import Camera, CarShape, Clutter, Example, Look, ParkedCar, PartLook, Scene, Sticker, direction
 
 __all__ = [
     "CANONICAL_DIRECTIONS", "CHALLENGE_PARTS", "CHALLENGE_TARGETS", "DISTRIBUTIONS", "IMAGE_SIZES", "MANIFEST_NAME",
     "MASK_DIR", "MIN_SCORE", "PARTS", "PART_IDS", "RENDERER_VERSION", "STYLES", "Camera", "CarShape", "Clutter",
-    "Example", "Look", "Scene", "SceneDistribution", "blur_scale", "car_mesh", "clutter_mesh", "direction",
+    "Example", "Look", "ParkedCar", "PartLook", "Scene", "Sticker", "SceneDistribution", "blur_scale", "car_mesh", "clutter_mesh", "dataset_is_current", "dataset_manifest", "direction",
     "extended_columns", "format_label_stats", "image_name", "label_stats", "random_camera", "random_car",
     "random_clutter", "random_look", "random_scene", "render_example", "render_scene", "scene_distribution",
     "write_dataset",

@@ -1,4 +1,10 @@
-"""Car bodies: stations along the car derived from its proportions, the labelled mesh, and random cars per style."""
+"""Car bodies: a table of body styles, the stations along a car, its labelled mesh, and random cars.
+
+Styles are data (`BODY_STYLES`: ranges of proportions per style), not branches: a new style is a
+row. Every style is built from the same stations, so the labelled parts mean the same on all of
+them; what marks the front (windshield rake and position, hood, mirrors) stays where it is on a
+real car of that style.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,71 @@ import numpy as np
 
 from cvcore.labels import PART_IDS
 from cvcore.synth.distributions import DISTRIBUTIONS, SceneDistribution, jitter
-from cvcore.synth.geometry import Mesh, MeshBuilder, across, box_faces, inset, ngon_xz, slab, wall
+from cvcore.synth.geometry import Mesh, MeshBuilder, across, wall
+from cvcore.synth.parts import (
+    DARK,
+    GLASS,
+    front_details,
+    lights,
+    random_part_look,
+    rear_details,
+    roof_rails,
+    side_details,
+    wheel,
+)
 from cvcore.synth.scene import CarShape
 
-STYLES: tuple[str, ...] = ("sedan", "hatchback", "suv", "van")
+_Range = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class BodyStyle:
+    """Ranges (low, high) of one style's proportions, in metres and degrees.
+
+    `notchback`: the rear face reaches up to the deck, taillights on it (sedan, coupé, pickup's bed);
+    otherwise a tailgate above the bumper carries them. `rear_glass`: a window behind the rear door.
+    """
+
+    length: _Range
+    width: _Range
+    height: _Range
+    belt: _Range
+    wheel_radius: _Range
+    clearance: _Range
+    hood_length: _Range
+    windshield_rake: _Range
+    rear_rake: _Range
+    deck_length: _Range
+    nose_drop: _Range
+    rear_overhang: _Range = (0.2, 0.24)  # share of the length
+    notchback: bool = False
+    rear_glass: bool = True
+    roof_rails: float = 0.0  # probability
+
+
+BODY_STYLES: dict[str, BodyStyle] = {
+    "city_car": BodyStyle((3.4, 3.9), (1.6, 1.74), (1.46, 1.62), (0.86, 0.96), (0.27, 0.3), (0.12, 0.16),
+                          (0.6, 0.85), (28, 36), (66, 82), (0.12, 0.18), (0.08, 0.14)),
+    "hatchback": BodyStyle((3.8, 4.4), (1.68, 1.82), (1.42, 1.56), (0.86, 0.98), (0.29, 0.33), (0.13, 0.17),
+                           (0.9, 1.15), (26, 34), (50, 70), (0.16, 0.22), (0.08, 0.14)),
+    "sedan": BodyStyle((4.3, 5.0), (1.72, 1.9), (1.38, 1.5), (0.84, 0.95), (0.3, 0.34), (0.13, 0.18),
+                       (1.1, 1.4), (25, 32), (24, 34), (0.4, 0.65), (0.08, 0.15), notchback=True, rear_glass=False),
+    "estate": BodyStyle((4.5, 4.95), (1.76, 1.88), (1.45, 1.56), (0.88, 0.98), (0.31, 0.34), (0.13, 0.17),
+                        (1.05, 1.3), (26, 32), (62, 80), (0.14, 0.2), (0.08, 0.14), roof_rails=0.5),
+    "coupe": BodyStyle((4.3, 4.8), (1.78, 1.9), (1.28, 1.38), (0.8, 0.88), (0.31, 0.35), (0.11, 0.15),
+                       (1.2, 1.5), (24, 29), (20, 26), (0.3, 0.45), (0.08, 0.14), notchback=True, rear_glass=False),
+    "suv": BodyStyle((4.3, 4.9), (1.82, 2.0), (1.62, 1.8), (1.0, 1.12), (0.35, 0.39), (0.19, 0.24),
+                     (1.1, 1.35), (30, 38), (62, 80), (0.16, 0.22), (0.06, 0.12), roof_rails=0.6),
+    "pickup": BodyStyle((5.0, 5.6), (1.85, 2.0), (1.75, 1.9), (1.05, 1.15), (0.36, 0.4), (0.22, 0.28),
+                        (1.3, 1.6), (30, 36), (78, 86), (1.5, 1.9), (0.06, 0.12), rear_overhang=(0.22, 0.25),
+                        notchback=True, rear_glass=False),
+    "van": BodyStyle((4.6, 5.3), (1.85, 2.0), (1.85, 2.1), (0.98, 1.1), (0.32, 0.35), (0.15, 0.2),
+                     (0.6, 0.85), (38, 50), (80, 88), (0.16, 0.2), (0.1, 0.16), roof_rails=0.3),
+}  # fmt: skip
+STYLES: tuple[str, ...] = tuple(BODY_STYLES)
+
+ROOF_COLOURS = ((20, 20, 22), (236, 236, 232), (150, 24, 28))  # two-tone roofs
+MUD = (92, 76, 56)
 
 TAIL_DROP = 0.03  # the deck slopes down this much towards the tail
 
@@ -51,7 +118,7 @@ def stations(car: CarShape) -> Stations:
         (fd - bd < 1.0, "wheelbase too short for two doors"),
         (car.wheel_radius + arch + 0.04 > hood_line(car, ws, rw, wf), "front wheel arches reach the hood"),
         (car.clearance >= car.wheel_radius, "clearance above the axles"),
-        (car.style not in STYLES, f"style must be one of {STYLES}"),
+        (car.style not in BODY_STYLES, f"style must be one of {STYLES}"),
     ]
     for bad, why in problems:
         if bad:
@@ -79,13 +146,14 @@ def sill(car: CarShape, arch_radius: float, wheel_x: float | None, x: float) -> 
 def car_mesh(car: CarShape) -> Mesh:
     """The car as labelled polygons, closed from every viewpoint above the ground."""
     s = stations(car)
+    style = BODY_STYLES[car.style]
     half, w2, ch, th = car.length / 2, car.width / 2, car.chamfer, car.tumblehome
     low, belt, top = car.clearance, car.belt, car.height
     nose, tail = belt - car.nose_drop, belt - TAIL_DROP
     ws, rw, rf, rr = s.windshield_base, s.rear_window_base, s.roof_front, s.roof_rear
-    paint, glass, dark, rubber, plate = car.paint, (28, 34, 42), (22, 22, 24), (26, 26, 28), (225, 225, 218)
-    ids = PART_IDS
+    paint, ids = car.paint, PART_IDS
     b = MeshBuilder(inside=(0.0, 0.0, (low + belt) / 2))
+    b.specular, b.dirt = car.gloss, car.dirt
 
     def body_top(x: float) -> float:
         return hood_line(car, ws, rw, x)
@@ -96,44 +164,38 @@ def car_mesh(car: CarShape) -> Mesh:
     deck = [(rw, w2, belt), (-half + ch, w2, deck_corner), (-half, w2 - ch, tail)]
     b.add(hood + [(x, -y, z) for x, y, z in reversed(hood)], ids["hood"], paint)
     b.add(deck + [(x, -y, z) for x, y, z in reversed(deck)], ids["trunk"], paint)
-    b.add(across(ws, belt, w2, rf, top, w2 - th), ids["windshield"], glass, gloss=0.22)
-    b.add(across(rf, top, w2 - th, rr, top, w2 - th), ids["roof"], paint)
-    b.add(across(rw, belt, w2, rr, top, w2 - th), ids["rear_window"], glass, gloss=0.22)
+    b.add(across(ws, belt, w2, rf, top, w2 - th), ids["windshield"], GLASS, gloss=0.22)
+    b.add(across(rf, top, w2 - th, rr, top, w2 - th), ids["roof"], car.roof_paint or paint)
+    b.add(across(rw, belt, w2, rr, top, w2 - th), ids["rear_window"], GLASS, gloss=0.22)
+    if car.details.roof_rails:
+        roof_rails(b, car, rf, rr)
 
-    # Front face with grille, air intake and plate; rear face with bumper, and a tailgate unless a sedan.
+    # Front face; rear face with bumper, and a tailgate above it on hatch styles.
     yi = w2 - ch  # half width of the front and rear faces
     front, rear, bumper = ids["front"], ids["rear"], car.bumper_height
-    lamp_z = (nose - 0.04 - min(0.13, (nose - low) * 0.3), nose - 0.04)
     b.add(wall((half, yi), (half, -yi), low, nose), front, paint)
-    b.decal(wall((half, 0.55 * yi), (half, -0.55 * yi), *lamp_z), front, dark, on=front)
-    b.decal(wall((half, 0.6 * yi), (half, -0.6 * yi), low + 0.06, low + 0.16), front, dark, on=front)
-    b.decal(wall((half, 0.26), (half, -0.26), low + 0.19, low + 0.3), front, plate, on=front)
-    if car.style == "sedan":
+    lamp_z = front_details(b, car, half, yi, low, nose)
+    tail_height = car.details.taillight_height
+    if style.notchback:
         b.add(wall((-half, yi), (-half, -yi), low, tail), rear, paint)
-        taillight_on, taillight_z = rear, (tail - 0.05 - (lamp_z[1] - lamp_z[0]), tail - 0.05)
+        taillight_on, taillight_z = rear, (tail - 0.05 - tail_height, tail - 0.05)
+        rear_details(b, car, half, yi, low, rear, low + 0.12)
     else:
         b.add(wall((-half, yi), (-half, -yi), low, bumper), rear, paint)
         b.add(wall((-half, yi), (-half, -yi), bumper, tail), ids["trunk"], paint)
-        taillight_on, taillight_z = ids["trunk"], (bumper + 0.08, tail - 0.05)
-    b.decal(wall((-half, 0.26), (-half, -0.26), low + 0.12, low + 0.23), rear, plate, on=rear)
-    b.decal(wall((-half, 0.6 * yi), (-half, -0.6 * yi), low + 0.03, low + 0.09), rear, dark, on=rear)
+        taillight_on, taillight_z = ids["trunk"], (max(bumper + 0.08, tail - 0.05 - 2.5 * tail_height), tail - 0.05)
+        rear_details(b, car, half, yi, low, ids["trunk"], bumper + 0.05)
+    geometry = {"half": half, "yi": yi, "lamp_z": lamp_z, "taillight_z": taillight_z, "taillight_on": taillight_on}
 
     for sy, side in ((1.0, "left"), (-1.0, "right")):
         y, y_face = sy * w2, sy * yi  # the body side; the edge of the front and rear faces
         fender_f, fender_r = ids[f"front_fender_{side}"], ids[f"rear_fender_{side}"]
         door_f, door_b = ids[f"frontdoor_{side}"], ids[f"backdoor_{side}"]
-        headlight, taillight = ids[f"headlight_{side}"], ids[f"taillight_{side}"]
 
         # Bevelled corners, and the lights that wrap around them.
         b.add(wall((half - ch, y), (half, y_face), low, (hood_corner, nose)), fender_f, paint)
         b.add(wall((-half + ch, y), (-half, y_face), low, (deck_corner, tail)), fender_r, paint)
-        edge, wrap = sy * (yi - 0.005), sy * (yi + 0.7 * ch)
-        lamp, red = (215, 218, 225), (165, 22, 26)
-        b.decal(wall((half, sy * 0.6 * yi), (half, edge), *lamp_z), headlight, lamp, on=front, gloss=0.2)
-        b.decal(wall((half, edge), (half - 0.7 * ch, wrap), *lamp_z), headlight, lamp, on=fender_f, gloss=0.2)
-        inner = sy * (0.62 * yi if car.style == "sedan" else yi - 0.16)
-        b.decal(wall((-half, inner), (-half, edge), *taillight_z), taillight, red, on=taillight_on)
-        b.decal(wall((-half, edge), (-half + 0.7 * ch, wrap), *taillight_z), taillight, red, on=fender_r)
+        lights(b, car, side, sy, geometry)
 
         # Lower body side in vertical strips; strips over a wheel follow its arch.
         wheels = ((s.wheel_front, fender_f), (s.wheel_rear, fender_r))
@@ -152,53 +214,21 @@ def car_mesh(car: CarShape) -> Mesh:
             sills = (sill(car, s.arch_radius, arch, x0), sill(car, s.arch_radius, arch, x1))
             b.add(wall((x0, y), (x1, y), sills, (body_top(x0), body_top(x1))), part, paint)
 
-        # Door handles, and the mirror (part of the front door, adds no area).
-        for door, rear_edge in ((door_f, s.pillar_b), (door_b, s.backdoor_rear)):
-            b.decal(wall((rear_edge + 0.07, y), (rear_edge + 0.22, y), belt - 0.14, belt - 0.1), door, dark, on=door)
-        mx = min(ws, s.frontdoor_front) - 0.04
-        mirror = (mx - 0.16, mx, sy * w2, sy * (w2 + 0.17), belt + 0.03, belt + 0.15)
-        box_faces(b, mirror, door_f, paint, counts=False, skip_side=-sy)
-
-        # Window line: the greenhouse side, split at the doors; glass inset into each door's piece.
-        slope = th / (top - belt)
         green = [(ws, y, belt), (rf, sy * (w2 - th), top), (rr, sy * (w2 - th), top), (rw, y, belt)]
-        pieces = (
-            (s.frontdoor_front, half, fender_f, False),
-            (s.pillar_b, s.frontdoor_front, door_f, True),
-            (s.backdoor_rear, s.pillar_b, door_b, True),
-            (-half, s.backdoor_rear, fender_r, car.style != "sedan"),
-        )
-        for lo, hi, part, window in pieces:
-            piece = slab(green, lo, hi)
-            if not piece:
-                continue
-            b.add(piece, part, car.trim)
-            pane = inset(np.array([(p[0], p[2]) for p in piece]), 0.05) if window else None
-            if pane is not None:
-                b.decal([(x, sy * (w2 - slope * (z - belt)), z) for x, z in pane], part, glass, on=part, gloss=0.22)
+        side_details(b, car, side, sy, s, green, style.rear_glass)
 
-        # Wheels: wheel well behind, tyre disk, rim and hub decals, tread, inner disk.
+        # Wheels, each with a dark wheel well behind it that stays inside the body.
+        b.specular, b.dirt = 0.05, 0.0
         for wheel_x, fender in wheels:
-            wheel = ids[f"wheel_{'front' if wheel_x == s.wheel_front else 'rear'}_{side}"]
+            wheel_id = ids[f"wheel_{'front' if wheel_x == s.wheel_front else 'rear'}_{side}"]
             r, arch = car.wheel_radius, s.arch_radius
-            # The well stays inside the body: below the hood line, within the corners, above the sill.
             well_x = (max(wheel_x - arch - 0.3, -half + ch + 0.02), min(wheel_x + arch + 0.3, half - ch - 0.02))
             well_top = min(r + arch + 0.15, *(body_top(x) - 0.03 for x in well_x))
             well_y = sy * (w2 - 0.34)
             well = wall((well_x[0], well_y), (well_x[1], well_y), low, well_top)
-            b.add(well, fender, dark, inside=(wheel_x, 0.0, r), counts=False)
-            y_out, y_in = sy * (w2 - 0.03), sy * (w2 - 0.25)
-            hub = (wheel_x, sy * (w2 - 0.14), r)
-            outer = ngon_xz(wheel_x, y_out, r, r, 12, -math.pi / 2)
-            inner = ngon_xz(wheel_x, y_in, r, r, 12, -math.pi / 2)
-            b.add(outer, wheel, rubber, inside=hub)
-            b.decal(ngon_xz(wheel_x, y_out, r, 0.64 * r, 10), wheel, car.rim, on=wheel, inside=hub)
-            hub_cap = tuple(int(c * 0.55) for c in car.rim)
-            b.decal(ngon_xz(wheel_x, y_out, r, 0.2 * r, 6), wheel, hub_cap, on=wheel, inside=hub, lift=0.01)
-            b.add(inner, wheel, rubber, inside=hub)
-            for i in range(12):
-                j = (i + 1) % 12
-                b.add([outer[i], outer[j], inner[j], inner[i]], wheel, rubber, inside=hub)
+            b.add(well, fender, DARK, inside=(wheel_x, 0.0, r), counts=False)
+            wheel(b, car, wheel_id, wheel_x, sy)
+        b.specular, b.dirt = car.gloss, car.dirt
     return b.build()
 
 
@@ -215,67 +245,37 @@ def random_car(rng: np.random.Generator, distribution: SceneDistribution = DISTR
 
 
 def _draw_car(rng: np.random.Generator, distribution: SceneDistribution) -> CarShape:
-    style = STYLES[rng.choice(len(STYLES), p=distribution.style_weights)]
+    style_name = STYLES[rng.choice(len(STYLES), p=distribution.style_weights)]
+    style = BODY_STYLES[style_name]
     u = rng.uniform
-    if style == "sedan":
-        length, height, belt, r = u(4.3, 5.0), u(1.38, 1.5), u(0.84, 0.95), u(0.3, 0.34)
-        dims = dict(
-            width=u(1.72, 1.9),
-            clearance=u(0.13, 0.18),
-            hood_length=u(1.1, 1.4),
-            windshield_rake=u(25, 32),
-            rear_rake=u(24, 34),
-            deck_length=u(0.4, 0.65),
-            nose_drop=u(0.08, 0.15),
-        )
-    elif style == "hatchback":
-        length, height, belt, r = u(3.8, 4.4), u(1.42, 1.56), u(0.86, 0.98), u(0.29, 0.33)
-        dims = dict(
-            width=u(1.68, 1.82),
-            clearance=u(0.13, 0.17),
-            hood_length=u(0.9, 1.15),
-            windshield_rake=u(26, 34),
-            rear_rake=u(50, 70),
-            deck_length=u(0.16, 0.22),
-            nose_drop=u(0.08, 0.14),
-        )
-    elif style == "suv":
-        length, height, belt, r = u(4.3, 4.9), u(1.62, 1.8), u(1.0, 1.12), u(0.35, 0.39)
-        dims = dict(
-            width=u(1.82, 2.0),
-            clearance=u(0.19, 0.24),
-            hood_length=u(1.1, 1.35),
-            windshield_rake=u(30, 38),
-            rear_rake=u(62, 80),
-            deck_length=u(0.16, 0.22),
-            nose_drop=u(0.06, 0.12),
-        )
-    else:
-        length, height, belt, r = u(4.6, 5.3), u(1.85, 2.1), u(0.98, 1.1), u(0.32, 0.35)
-        dims = dict(
-            width=u(1.85, 2.0),
-            clearance=u(0.15, 0.2),
-            hood_length=u(0.6, 0.85),
-            windshield_rake=u(38, 50),
-            rear_rake=u(80, 88),
-            deck_length=u(0.16, 0.2),
-            nose_drop=u(0.1, 0.16),
-        )
     paints = distribution.paints
     paint = jitter(rng, paints[rng.choice(len(paints), p=[w for _, w in paints])][0], distribution.paint_jitter)
+    length, clearance = u(*style.length), u(*style.clearance)
+    rounded = rng.random() < 0.5
+    trim = ((30, 30, 32), paint, (178, 180, 186))[rng.choice(3, p=[0.6, 0.3, 0.1])]
     return CarShape(
-        style=style,
+        style=style_name,
         length=length,
-        height=height,
-        belt=belt,
-        wheel_radius=r,
+        width=u(*style.width),
+        height=u(*style.height),
+        clearance=clearance,
+        belt=u(*style.belt),
+        nose_drop=u(*style.nose_drop) * (1.4 if rounded else 1.0),
+        wheel_radius=u(*style.wheel_radius),
         front_overhang=length * u(0.18, 0.21),
-        rear_overhang=length * u(0.2, 0.24),
-        tumblehome=u(0.1, 0.18),
-        chamfer=u(0.07, 0.14),
-        bumper_height=dims["clearance"] + u(0.25, 0.35),
+        rear_overhang=length * u(*style.rear_overhang),
+        hood_length=u(*style.hood_length),
+        windshield_rake=u(*style.windshield_rake),
+        rear_rake=u(*style.rear_rake),
+        deck_length=u(*style.deck_length),
+        tumblehome=u(0.14, 0.22) if rounded else u(0.08, 0.14),
+        chamfer=u(0.16, 0.3) if rounded else u(0.05, 0.12),
+        bumper_height=clearance + u(0.25, 0.35),
         paint=paint,
-        trim=(30, 30, 32) if rng.random() < 0.6 else paint,
+        trim=trim,
         rim=jitter(rng, (175, 175, 180) if rng.random() < 0.7 else (45, 45, 48), 10),
-        **dims,
+        roof_paint=ROOF_COLOURS[rng.integers(len(ROOF_COLOURS))] if rng.random() < 0.12 else None,
+        gloss=u(0.1, 0.9),
+        dirt=u(0.2, 1.0) if rng.random() < 0.25 else 0.0,
+        details=random_part_look(rng, paint, roof_rails=style.roof_rails),
     )

@@ -20,7 +20,7 @@ from cvcore.synth.distributions import scene_distribution
 from cvcore.synth.labels import extended_columns
 from cvcore.synth.render import render_example
 
-RENDERER_VERSION = 1
+RENDERER_VERSION = 2
 
 MANIFEST_NAME = "synth.json"
 MASK_DIR = "masks"
@@ -29,6 +29,42 @@ MASK_DIR = "masks"
 def image_name(index: int, n: int) -> str:
     """File name of image `index` inside imgs/ (zero-padded so names sort in index order)."""
     return f"car_{index:0{max(6, len(str(n - 1)))}d}.jpg"
+
+
+def dataset_manifest(
+    n: int,
+    *,
+    seed: int = 0,
+    extended: bool = False,
+    masks: bool = False,
+    csv_name: str = DEFAULT_CSV,
+    image_size: tuple[int, int] | None = None,
+    distribution: str = "default",
+) -> dict:
+    """What `write_dataset` records in `MANIFEST_NAME` for this request, the renderer's version included."""
+    return {
+        "generator": "cvcore.synth",
+        "version": RENDERER_VERSION,
+        "n": n,
+        "seed": seed,
+        "extended": extended,
+        "masks": masks,
+        "csv_name": csv_name,
+        "image_size": list(image_size) if image_size else None,
+        "distribution": distribution,
+    }
+
+
+def dataset_is_current(out_dir: str | os.PathLike, n: int, **request) -> bool:
+    """Whether `out_dir` holds the complete data set `write_dataset(out_dir, n, **request)` would write with
+    this renderer: same manifest (so an older RENDERER_VERSION is not current) and its CSV written last."""
+    out = Path(out_dir)
+    manifest = dataset_manifest(n, **request)
+    try:
+        old = json.loads((out / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return old == manifest and (out / manifest["csv_name"]).is_file()
 
 
 def write_dataset(
@@ -56,17 +92,15 @@ def write_dataset(
     """
     _check_request(n, seed, workers, csv_name, image_size, distribution)
     out = Path(out_dir)
-    manifest = {
-        "generator": "cvcore.synth",
-        "version": RENDERER_VERSION,
-        "n": n,
-        "seed": seed,
-        "extended": extended,
-        "masks": masks,
-        "csv_name": csv_name,
-        "image_size": list(image_size) if image_size else None,
-        "distribution": distribution,
-    }
+    manifest = dataset_manifest(
+        n,
+        seed=seed,
+        extended=extended,
+        masks=masks,
+        csv_name=csv_name,
+        image_size=image_size,
+        distribution=distribution,
+    )
     _prepare_output(out, manifest, overwrite)
     (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -8,18 +8,13 @@ import numpy as np
 
 from cvcore.errors import UserError
 
-IMAGE_SIZES = ((674, 506), (640, 480), (800, 600), (506, 674), (480, 640))
-IMAGE_SIZE_WEIGHTS = (0.5, 0.2, 0.1, 0.1, 0.1)
+IMAGE_SIZES = ((674, 506), (640, 480), (800, 600), (1024, 768), (506, 674), (480, 640), (768, 1024))
+IMAGE_SIZE_WEIGHTS = (0.45, 0.15, 0.1, 0.08, 0.1, 0.08, 0.04)
 _PAINTS = (  # colour, weight: roughly the colours of cars on the road
     ((235, 235, 232), 0.24), ((24, 24, 27), 0.19), ((172, 174, 180), 0.15), ((100, 102, 108), 0.13),
     ((160, 24, 26), 0.08), ((32, 64, 140), 0.07), ((22, 32, 70), 0.04), ((40, 88, 52), 0.03),
     ((190, 176, 142), 0.03), ((214, 176, 30), 0.02), ((205, 96, 30), 0.02),
 )  # fmt: skip
-_SKIES = (  # zenith, horizon
-    ((70, 118, 200), (190, 210, 235)), ((150, 154, 164), (206, 206, 212)),
-    ((60, 80, 140), (232, 186, 146)), ((110, 150, 205), (225, 228, 232)),
-)  # fmt: skip
-GROUNDS = ((86, 86, 92), (56, 56, 62), (150, 148, 140), (72, 108, 52), (132, 120, 104), (178, 164, 130))
 
 _Range = tuple[float, float]
 _Colour = tuple[int, int, int]
@@ -30,30 +25,33 @@ class SceneDistribution:
     """The knobs of `random_scene` where photos from another source would differ; the defaults are "default".
 
     Ranges are (low, high) of uniform draws (high exclusive for the JPEG quality); weights are
-    probabilities. Each knob replaces a constant without changing which random draws are made, so
-    "default" renders exactly what the renderer rendered before the knobs existed.
+    probabilities. Everything else a scene varies (part looks, materials, backgrounds) is drawn from
+    the tables of the module that builds it.
     """
 
-    fov_deg: _Range = (45.0, 75.0)
-    elevation_deg: _Range = (3.0, 50.0)  # low + (high - low) * Beta(*elevation_beta)
-    elevation_beta: _Range = (1.6, 3.2)
-    close_share: float = 0.28  # shots framing the car's outline larger than the image (most crop it)
-    close_framing: _Range = (1.1, 1.8)  # outline extent / half-frame of those shots
-    loose_framing: _Range = (0.5, 0.95)  # and of the others
-    roll_std_deg: float = 1.5
-    style_weights: tuple[float, ...] = (0.35, 0.3, 0.25, 0.1)  # over STYLES
+    fov_deg: _Range = (28.0, 80.0)  # horizontal-ish field of view over the longer side: tele to wide
+    elevation_deg: _Range = (0.5, 75.0)  # low + (high - low) * Beta(*elevation_beta): ground level to steep
+    elevation_beta: _Range = (1.5, 5.2)
+    close_share: float = 0.26  # shots framing the car's outline larger than the image (most crop it)
+    close_framing: _Range = (1.1, 2.2)  # outline extent / half-frame of those shots
+    small_share: float = 0.12  # shots of a small car, down to a tenth of the frame
+    small_framing: _Range = (0.1, 0.45)
+    loose_framing: _Range = (0.45, 0.95)  # the others
+    off_centre: float = 0.8  # share of the room between the car and the border a shot may shift it by
+    roll_std_deg: float = 2.5
+    style_weights: tuple[float, ...] = (0.1, 0.18, 0.2, 0.1, 0.06, 0.2, 0.06, 0.1)  # over STYLES
     paints: tuple[tuple[_Colour, float], ...] = _PAINTS  # colour, weight
     paint_jitter: float = 8.0
-    skies: tuple[tuple[_Colour, _Colour], ...] = _SKIES  # zenith, horizon; equally likely
-    sky_jitter: _Range = (10.0, 8.0)  # zenith, horizon
-    ground_jitter: float = 8.0
-    ambient: _Range = (0.3, 0.6)
-    exposure: _Range = (0.85, 1.15)
+    light_weights: tuple[float, ...] = (0.5, 0.3, 0.1, 0.1)  # over scene.LIGHTS
+    exposure: _Range = (0.8, 1.2)
     sharp_share: float = 0.4  # shots with a blur radius from `sharp_blur`, the others from `soft_blur`
-    sharp_blur: _Range = (0.3, 0.5)
-    soft_blur: _Range = (0.5, 1.6)
-    jpeg_quality: tuple[int, int] = (60, 96)
-    clutter_counts: tuple[float, ...] = (0.3, 0.3, 0.2, 0.12, 0.08)  # P(0, 1, ... clutter objects)
+    sharp_blur: _Range = (0.0, 0.5)
+    soft_blur: _Range = (0.5, 1.8)
+    motion_share: float = 0.1  # shots with camera shake
+    noise: _Range = (0.0, 6.0)  # sensor noise std (grey levels) in daylight; dim light doubles it
+    jpeg_quality: tuple[int, int] = (45, 96)
+    clutter_counts: tuple[float, ...] = (0.25, 0.3, 0.2, 0.13, 0.12)  # P(0, 1, ... clutter objects)
+    other_car_counts: tuple[float, ...] = (0.55, 0.25, 0.12, 0.08)  # P(0, 1, ... other cars)
 
 
 DISTRIBUTIONS: dict[str, SceneDistribution] = {
@@ -64,9 +62,10 @@ DISTRIBUTIONS: dict[str, SceneDistribution] = {
         elevation_beta=(2.0, 3.0),
         close_share=0.4,
         close_framing=(1.1, 2.0),
+        small_share=0.05,
         loose_framing=(0.6, 0.98),
         roll_std_deg=3.0,
-        style_weights=(0.25, 0.25, 0.38, 0.12),
+        style_weights=(0.1, 0.15, 0.15, 0.08, 0.04, 0.3, 0.08, 0.1),
         paints=(  # fewer greys, more saturated colours
             ((240, 240, 238), 0.14),
             ((20, 20, 24), 0.10),
@@ -83,21 +82,12 @@ DISTRIBUTIONS: dict[str, SceneDistribution] = {
             ((104, 36, 136), 0.03),
         ),  # fmt: skip
         paint_jitter=12.0,
-        skies=(  # mostly overcast
-            ((150, 154, 164), (206, 206, 212)),
-            ((112, 116, 128), (168, 170, 178)),
-            ((86, 90, 106), (138, 140, 150)),
-            ((60, 80, 140), (232, 186, 146)),
-            ((70, 118, 200), (190, 210, 235)),
-        ),  # fmt: skip
-        sky_jitter=(16.0, 12.0),
-        ground_jitter=14.0,
-        ambient=(0.45, 0.75),  # diffuse light
+        light_weights=(0.25, 0.55, 0.1, 0.1),  # mostly overcast
         exposure=(0.6, 1.0),
         sharp_share=0.25,
         sharp_blur=(0.3, 0.6),
         soft_blur=(0.6, 2.0),
-        jpeg_quality=(30, 75),
+        jpeg_quality=(25, 60),
         clutter_counts=(0.15, 0.25, 0.25, 0.2, 0.15),
     ),
 }

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from cvcore.labels import PARTS
+
+NEAR = 0.05  # metres; polygons are clipped to this depth
 
 
 @dataclass(frozen=True)
@@ -17,7 +19,9 @@ class Mesh:
 
     Area bookkeeping per face: it adds its projected area to part `area_add` (0: to none) and
     removes it from part `area_sub` (a light cut out of the panel it is stuck on). `part_centres`
-    are area-weighted over the same faces.
+    are area-weighted over the same faces. The material per face: base colour, `gloss` (share of
+    the sky it mirrors, glass), `specular` (strength of the sun's highlight, paint), `dirt` (mud
+    towards the ground) and `texture` (contrast of a noise pattern drawn over it).
     """
 
     vertices: np.ndarray  # (F, K, 3)
@@ -27,38 +31,69 @@ class Mesh:
     area_add: np.ndarray  # (F,)
     area_sub: np.ndarray  # (F,)
     colour: np.ndarray  # (F, 3) base colour 0-255
-    gloss: np.ndarray  # (F,) share of sky reflection (glass)
+    gloss: np.ndarray  # (F,)
+    specular: np.ndarray  # (F,)
+    dirt: np.ndarray  # (F,)
+    texture: np.ndarray  # (F,)
     part_centres: np.ndarray  # (len(PARTS) + 1, 3)
 
+    _FACE_COLUMNS = (
+        "counts",
+        "normals",
+        "part",
+        "area_add",
+        "area_sub",
+        "colour",
+        "gloss",
+        "specular",
+        "dirt",
+        "texture",
+    )
+
     @staticmethod
-    def concatenate(first: Mesh, second: Mesh) -> Mesh:
-        """Both meshes' faces; part centres are the first one's (the car)."""
-        k = max(first.vertices.shape[1], second.vertices.shape[1])
+    def concatenate(meshes: Sequence[Mesh]) -> Mesh:
+        """All meshes' faces; part centres are the first one's (the car)."""
+        k = max(m.vertices.shape[1] for m in meshes)
         padded = [
-            np.concatenate([m.vertices, np.repeat(m.vertices[:, -1:], k - m.vertices.shape[1], 1)], 1)
-            for m in (first, second)
+            np.concatenate([m.vertices, np.repeat(m.vertices[:, -1:], k - m.vertices.shape[1], 1)], 1) for m in meshes
         ]
-        columns = ("counts", "normals", "part", "area_add", "area_sub", "colour", "gloss")
-        joined = {name: np.concatenate([getattr(first, name), getattr(second, name)]) for name in columns}
-        return Mesh(vertices=np.concatenate(padded), part_centres=first.part_centres, **joined)
+        joined = {name: np.concatenate([getattr(m, name) for m in meshes]) for name in Mesh._FACE_COLUMNS}
+        return Mesh(vertices=np.concatenate(padded), part_centres=meshes[0].part_centres, **joined)
+
+    def placed(self, position: Sequence[float], yaw_deg: float) -> Mesh:
+        """This mesh turned by `yaw_deg` about the vertical and moved to `position` (x, y) on the
+        ground, with its labels removed: another car is scenery, not the car the labels are about."""
+        yaw = math.radians(yaw_deg)
+        rot = np.array([[math.cos(yaw), -math.sin(yaw), 0.0], [math.sin(yaw), math.cos(yaw), 0.0], [0.0, 0.0, 1.0]])
+        zeros = np.zeros_like(self.part)
+        return replace(
+            self,
+            vertices=self.vertices @ rot.T + np.array([position[0], position[1], 0.0]),
+            normals=self.normals @ rot.T,
+            part=zeros,
+            area_add=zeros,
+            area_sub=zeros,
+            part_centres=np.zeros_like(self.part_centres),
+        )
 
 
 class MeshBuilder:
-    """Collects polygons; `build` orients each one outward using a point known to be inside its solid."""
+    """Collects polygons; `build` orients each one outward using a point known to be inside its solid.
+
+    `specular`, `dirt` and `texture` are the material of the faces added from then on.
+    """
 
     def __init__(self, inside: Sequence[float] = (0.0, 0.0, 0.0)) -> None:
         self.inside = inside  # default point inside the solid
+        self.specular = self.dirt = self.texture = 0.0
         self.polys: list[np.ndarray] = []
         self.insides: list[Sequence[float]] = []
         self.lifts: list[float] = []
-        self.rows: list[tuple[int, int, int, tuple[float, float, float], float]] = []
+        self.rows: list[tuple] = []
 
     def add(self, verts, part: int, colour, *, inside=None, counts: bool = True, gloss: float = 0.0) -> None:
         """Add a face of `part`; it adds its area to the part unless `counts` is False."""
-        self.polys.append(np.asarray(verts, float))
-        self.insides.append(self.inside if inside is None else inside)
-        self.lifts.append(0.0)
-        self.rows.append((part, part if counts else 0, 0, tuple(colour), gloss))
+        self._append(verts, inside, 0.0, (part, part if counts else 0, 0, tuple(colour), gloss))
 
     def decal(self, verts, part: int, colour, *, on: int, inside=None, gloss: float = 0.0, lift: float = 0.005) -> None:
         """Add a detail lying on a face of part `on`, lifted off it so it wins the depth test.
@@ -66,11 +101,14 @@ class MeshBuilder:
         A detail of the same part adds no area (the panel under it already counts); a detail of
         another part (a light) counts for its own part and is cut out of the panel's area.
         """
+        own = part != on
+        self._append(verts, inside, lift, (part, part if own else 0, on if own else 0, tuple(colour), gloss))
+
+    def _append(self, verts, inside, lift: float, row: tuple) -> None:
         self.polys.append(np.asarray(verts, float))
         self.insides.append(self.inside if inside is None else inside)
         self.lifts.append(lift)
-        own = part != on
-        self.rows.append((part, part if own else 0, on if own else 0, tuple(colour), gloss))
+        self.rows.append((*row, self.specular, self.dirt, self.texture))
 
     def build(self) -> Mesh:
         counts = np.array([len(p) for p in self.polys])
@@ -88,13 +126,16 @@ class MeshBuilder:
         verts = (
             np.take_along_axis(verts, order[..., None], 1) + np.asarray(self.lifts)[:, None, None] * normals[:, None]
         )
-        part, add, sub, colour, gloss = (np.array(col) for col in zip(*self.rows))
+        part, add, sub, colour, *material = (np.array(col) for col in zip(*self.rows))
         centres = np.zeros((len(PARTS) + 1, 3))
         for pid in range(1, len(PARTS) + 1):
             sel = add == pid
             if sel.any():
                 centres[pid] = (centroids[sel] * areas[sel, None]).sum(0) / areas[sel].sum()
-        return Mesh(verts, counts, normals, part, add, sub, colour.astype(float), gloss.astype(float), centres)
+        gloss, specular, dirt, texture = (column.astype(float) for column in material)
+        return Mesh(
+            verts, counts, normals, part, add, sub, colour.astype(float), gloss, specular, dirt, texture, centres
+        )
 
 
 def _newell_vectors(v: np.ndarray) -> np.ndarray:
@@ -144,16 +185,16 @@ def inset(poly2d: np.ndarray, margin: float) -> np.ndarray | None:
     edges = np.roll(p, -1, 0) - p
     normals = np.stack([-edges[:, 1], edges[:, 0]], 1) / np.linalg.norm(edges, axis=1)[:, None]  # inward (CCW)
     offsets = (normals * p).sum(1) + margin
-    out = []
-    for i in range(len(p)):
-        a = np.stack([normals[i - 1], normals[i]])
-        if abs(np.linalg.det(a)) < 1e-9:
-            continue
-        out.append(np.linalg.solve(a, [offsets[i - 1], offsets[i]]))
-    out = np.array(out)
+    # Corner i moves to where the shifted edges i - 1 and i meet (Cramer's rule, all corners at once).
+    a, b = np.roll(normals, 1, 0), normals
+    det = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    keep = np.abs(det) >= 1e-9
+    oa, ob = np.roll(offsets, 1)[keep], offsets[keep]
+    a, b, det = a[keep], b[keep], det[keep]
+    out = np.stack([(oa * b[:, 1] - ob * a[:, 1]) / det, (a[:, 0] * ob - b[:, 0] * oa) / det], 1)
     if len(out) < 3 or polygon_area(out) < margin**2:
         return None
-    inside = all((normals @ q - (normals * p).sum(1) >= margin * 0.999).all() for q in out)
+    inside = (out @ normals.T - (normals * p).sum(1)[None, :] >= margin * 0.999).all()
     return out if inside else None
 
 

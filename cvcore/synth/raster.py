@@ -7,10 +7,8 @@ import math
 import numpy as np
 
 from cvcore.synth.background import sky_colour
-from cvcore.synth.geometry import Mesh, clip_polygon, polygon_area, shoelace
+from cvcore.synth.geometry import NEAR, Mesh, clip_polygon, polygon_area, shoelace
 from cvcore.synth.scene import Camera, Look, direction
-
-NEAR = 0.05  # metres; polygons are clipped to this depth
 
 
 def project(mesh: Mesh, camera: Camera, rot: np.ndarray) -> tuple[list[np.ndarray | None], np.ndarray, np.ndarray]:
@@ -87,15 +85,33 @@ def rasterize(polys, signed_area, cam_pts, cam_normals, camera: Camera) -> np.nd
     return face_ids
 
 
-def shade(mesh: Mesh, look: Look) -> np.ndarray:
-    """Flat Lambert colour per face, glass mixing in the sky it reflects; last row is unused padding."""
+MUD = np.array([96, 80, 58], float)
+
+
+def shade(mesh: Mesh, look: Look, eye: np.ndarray) -> np.ndarray:
+    """Colour per face: Lambert under the sun and the sky, a specular highlight and a mirrored
+    environment (sky above the horizon, ground below) on glossy paint and glass, mud towards the
+    ground on dirty paint; last row is unused padding (the background)."""
     sun = direction(look.sun_azimuth, look.sun_elevation)
-    lambert = np.clip(mesh.normals @ sun, 0, None)
-    light = look.ambient * (0.8 + 0.2 * mesh.normals[:, 2]) + (1 - look.ambient) * lambert
-    colour = mesh.colour * light[:, None]
-    sky = sky_colour(look, np.clip(mesh.normals[:, 2], 0, 1))
-    colour = colour * (1 - mesh.gloss[:, None]) + sky * mesh.gloss[:, None]
-    colour = np.clip(colour * look.exposure, 0, 255).astype(np.uint8)
+    normals = mesh.normals
+    lambert = np.clip(normals @ sun, 0, None)
+    sun_light = (1 - look.ambient) * lambert[:, None] * np.asarray(look.sun_colour)[None, :]
+    light = look.ambient * (0.8 + 0.2 * normals[:, 2])[:, None] + sun_light
+    heights = mesh.vertices[..., 2].mean(1)
+    mud = np.clip(mesh.dirt * (1.2 - heights / 0.6), 0, 0.85)[:, None]
+    colour = (mesh.colour * (1 - mud) + MUD * mud) * light
+
+    view = eye - mesh.vertices[:, 0]
+    view /= np.linalg.norm(view, axis=1, keepdims=True)
+    mirrored = 2 * np.einsum("fd,fd->f", normals, view)[:, None] * normals - view
+    env = np.where(
+        mirrored[:, 2:3] >= 0, sky_colour(look, np.clip(mirrored[:, 2], 0, 1)), np.asarray(look.ground, float) * 0.8
+    )
+    reflect = np.clip(mesh.gloss + 0.25 * mesh.specular * (1 - mud[:, 0]), 0, 0.6)[:, None]
+    colour = colour * (1 - reflect) + env * reflect
+    highlight = np.clip(np.einsum("fd,d->f", mirrored, sun), 0, 1) ** 40 * mesh.specular * (1 - look.ambient) * 400
+    colour += highlight[:, None] * np.asarray(look.sun_colour)[None, :]
+    colour = np.clip(colour, 0, 255).astype(np.uint8)
     return np.vstack([colour, np.zeros((1, 3), np.uint8)])
 
 
