@@ -306,8 +306,9 @@ def body_points(car: CarDesign, s: Stations, xs: np.ndarray, around: int = 64) -
     y = plan[:, None] * np.sign(c) * np.abs(c) ** e
     z = mid[:, None] + half_h[:, None] * np.sign(sn) * np.abs(sn) ** e
     # Above the window line the section narrows towards the roof: the greenhouse.
-    rise = np.clip((z - car.belt) / max(car.height - car.belt, 0.05), 0, 1)
-    y = y * (1 - car.cabin_taper * rise**1.3)
+    start = car.belt - 0.06  # a shoulder that turns in smoothly (a crease would cut the triangles in a sawtooth)
+    rise = np.clip((z - start) / max(car.height - start, 0.05), 0, 1)
+    y = y * (1 - car.cabin_taper * rise**2)
     x = np.repeat(xs[:, None], around, 1)
     return np.stack([x, y, z], -1)
 

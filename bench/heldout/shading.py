@@ -318,9 +318,9 @@ def light_pixels(albedo, spec, shiny, refl, position, normal, eye, light: Lighti
     occlusion = np.clip(0.55 + position[:, 2:3] * 0.9, 0, 1)  # darker near the ground
     reflected = view - 2 * cos_v[:, None] * normal
     reflected = -reflected
-    env = sky(reflected, light, noise)
-    below = reflected[:, 2] < 0
-    env[below] = np.asarray(light.ground_colour) * (light.ambient * 0.5 + light.sun_strength * 0.3 * max(light.sun[2], 0))
+    ground = np.asarray(light.ground_colour) * (light.ambient * 0.5 + light.sun_strength * 0.3 * max(light.sun[2], 0))
+    skyward = np.clip((reflected[:, 2:3] + 0.2) / 0.3, 0, 1)  # a soft reflected horizon: the mesh's facets stay hidden
+    env = sky(reflected, light, noise) * skyward + ground * (1 - skyward)
     fresnel = refl + (1 - refl) * (1 - cos_v) ** 5 * np.minimum(refl * 4, 1)
     diffuse = albedo * (hemisphere * occlusion + light.sun_strength * cos_l[:, None])
     specular = (spec * highlight * light.sun_strength)[:, None] * np.ones(3)
