@@ -27,6 +27,7 @@ from ray_jobs.evaluate import evaluate
 from ray_jobs.prepare import prepare
 from ray_jobs.pretrain import SHIPPED_BACKBONE
 from ray_jobs.train import train
+from serve.edge import apply_ingress_env
 
 SYNTHETIC_DATA = "data/synthetic-{n}"
 DEFAULT_OUTPUT = Path("runs/pipeline")
@@ -68,6 +69,7 @@ def pipeline(
     output = output.resolve()
     output.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    apply_ingress_env()  # Serve's HAProxy ingress with our edge rules (serve/edge.py), read where Ray starts
     init_ray()
     targets = None
     if data is None:

@@ -12,6 +12,7 @@ import os
 import select
 import socket
 import struct
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -355,10 +356,38 @@ def test_config_yaml_deploys_this_app():
     (deployment,) = app["deployments"]
     assert deployment["name"] == CarPartScorer.name and "num_replicas" not in deployment
     assert deployment["max_ongoing_requests"] >= args.max_batch_size
+    assert args.allow_anonymous is False  # production refuses to start without an API key
     # `serve run` behaves like `serve deploy`:
     assert deployment["autoscaling_config"] == AUTOSCALING
-    assert deployment["ray_actor_options"] == REPLICA_ACTOR_OPTIONS
-    assert args.batch_wait_timeout_s == AppArgs.model_fields["batch_wait_timeout_s"].default
+    assert {k: v for k, v in deployment["ray_actor_options"].items() if k != "num_gpus"} == REPLICA_ACTOR_OPTIONS
+    assert deployment["max_queued_requests"] == MAX_QUEUED_REQUESTS and deployment["backpressure_config"] == BACKPRESSURE
+    for name in ("batch_wait_timeout_s", "max_pixels", "max_jpeg_scans", "body_timeout_s"):
+        assert getattr(args, name) == AppArgs.model_fields[name].default, name
+
+
+def test_edge_wrapper_inserts_the_rules_into_rays_haproxy_config(tmp_path):
+    """The generated wrapper, run as Ray runs it, hands HAProxy Ray's config with our rules in the
+    HTTP frontend (checked by HAProxy itself with -c)."""
+    env = ingress_env(EdgeSettings(header_timeout_s=7), tmp_path / "edge")
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        "global\n    maxconn 10\ndefaults\n    mode http\n    timeout connect 5s\n    timeout client 60s\n"
+        "    timeout server 60s\nfrontend http_frontend\n    bind 127.0.0.1:18999\n    default_backend b\n"
+        "backend b\n    server s1 127.0.0.1:9\n"
+    )
+    checked = subprocess.run([env["RAY_SERVE_HAPROXY_BINARY_PATH"], "-c", "-f", str(config)], capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    edited = (tmp_path / "haproxy.cfg.edge").read_text()
+    frontend = edited.split("frontend http_frontend\n", 1)[1]
+    assert frontend.startswith("    # carpart edge rules") and "timeout http-request 7s" in frontend
+    assert "http-request del-header x-request- -m beg" in frontend
+
+
+def test_docker_image_turns_the_same_ingress_on():
+    dockerfile = (CONFIG.parents[1] / "deploy" / "Dockerfile").read_text()
+    env_block = dockerfile.split("\nENV ", 1)[1]
+    image_env = dict(line.strip(" \\").split("=", 1) for line in env_block.splitlines() if "=" in line)
+    assert image_env == EdgeSettings().env(Path("/home/ray/carpart-haproxy/haproxy"))
 
 
 # ----------------------------------------------------------------------------------------------
