@@ -62,6 +62,7 @@ def test_cluster_yaml_layout_access_and_install(cluster_config):
     assert "--dashboard-host=127.0.0.1" in head_start and "0.0.0.0" not in head_start
     for commands in ("head_start_ray_commands", "worker_start_ray_commands"):
         assert "RAY_AUTH_MODE=token ray start" in cluster_config[commands][-1]
+        assert 'eval "$(python -m serve.edge)"' in cluster_config[commands][-1]  # Serve's HAProxy ingress, edge rules
     assert cluster_config["file_mounts"]["~/carpart"] == "."
     assert "pip install -q -e ~/carpart" in cluster_config["setup_commands"]
     assert "--storage s3://" in (REPO / "cluster.yaml").read_text()
