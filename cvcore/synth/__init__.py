@@ -4,20 +4,31 @@ Why: the real challenge data (photos + hand-made perspective scores) cannot ship
 yet every stage needs a data set in the customer's format to run end to end. Rendering cars
 ourselves also gives labels with a precise definition, part masks, and as many images as wanted.
 
-Scene. A low-poly car (sedan, hatchback, SUV or van, randomised proportions and colours) stands on
-a ground plane under a sky; 0-4 clutter objects (boxes, poles, blobs) stand around it and sometimes
-in front of it. A pinhole camera at any azimuth, elevation 3-50 degrees, varied distance, field of
-view and aim (so that about a fifth of the images crop the car), looks at it. A z-buffered
-rasteriser in numpy draws flat Lambert-shaded polygons; the image is then blurred a little and,
-when written, JPEG-compressed at a random quality.
+Scene (renderer version 2, domain randomisation: everything the labels do not depend on varies, so
+that a model learns cars rather than this renderer). A low-poly car of one of eight body styles
+(city car, hatchback, sedan, estate, coupe, SUV, pickup, van; ``bodies.BODY_STYLES``), angular or
+rounded, with random part looks (``parts``: light shapes, sizes and colours, grille, plates or none,
+mirrors, handles, window frames, rims, roof rails, stickers) and paint (gloss, two-tone roof, dirt).
+What tells front from rear and left from right stays tied to the geometry: white headlights and a
+grille in front, red taillights behind, the windshield's rake and position, mirrors ahead of the
+front doors. Around it: other cars (parked beside, in a row, anywhere, or between the camera and the
+car), people, boxes, poles, bushes, trees, walls and buildings, on asphalt, concrete, grass, gravel,
+sand or cobbles, sometimes with parking bays, under a sky with a tree or building line. Light
+(``looks.LIGHTING``): sun at any azimuth with cast shadows, overcast, dusk or artificial light.
+Camera: any azimuth, elevation 0.5-75 degrees (mostly low), field of view 28-80 degrees, framing
+from a car a tenth of the frame wide to close-ups that cut it at the border, off-centre, rolled;
+then exposure, white balance, defocus or shake, sensor noise, and a random JPEG quality when
+written. A z-buffered rasteriser in numpy draws flat-shaded polygons (Lambert, a specular highlight
+and a mirrored sky or ground on paint and glass). Lens distortion is not modelled: it would move
+pixels away from the pinhole projection that the label areas are computed on.
 
 Scene distributions (``DISTRIBUTIONS``, a ``SceneDistribution`` each) set what a photo source
 changes. "default", described above, is the embedded data set, tuned to the real data's label
 statistics. "shifted" is another source for fine-tuning on data never seen in pretraining: wide-angle
-phone lenses (60-90 instead of 45-75 degrees field of view), higher viewpoints (elevation 5-65,
-mean about 29 instead of 19 degrees), more close-ups and crops, more SUVs, more saturated paints,
-mostly overcast and darker light, more blur and JPEG compression (quality 30-74 instead of 60-95),
-and more clutter (0-4 objects, about 2 on average); it draws from its own random stream.
+phone lenses (60-90 degrees field of view), higher viewpoints (elevation 5-65, mean about 29
+degrees), more close-ups and crops, more SUVs, more saturated paints, mostly overcast and darker
+light, more blur and JPEG compression (quality 25-59), and more clutter; it draws from its own
+random stream.
 
 Coordinates: car coordinates are the world: x forward, y to the car's left, z up, origin on the
 ground under the car's centre. Azimuth is measured from the front towards the left (0 = camera in
@@ -32,7 +43,9 @@ Labels, for every part P (``PARTS``):
   the car itself, and after cropping by the image border), divided by the projected area of P's
   camera-facing faces on the unbounded image plane, computed analytically from polygon areas;
   clipped to [0, 1]. Details that only decorate a part (door handles, rims, window glass, mirrors,
-  wheel wells) do not add to its area; lights cut their area out of the panel they sit on.
+  wheel wells, plates, grilles, stickers, roof rails) do not add to its area; lights cut their area
+  out of the panel they sit on. Only the main car is labelled: other cars, people and objects are
+  part id 0 and count only by hiding it.
 - ``facing(P)``: max(0, cos of the angle between the unit vector from P's centre (area-weighted
   centroid of its faces) to the camera and P's canonical viewing direction below).
 
@@ -47,13 +60,15 @@ choose to show the part best:
     headlight_left (25, 10)      taillight_left (155, 10)    the corner the light wraps around
 
 Entry points: ``render_example`` (one random example from (seed, index), for streaming),
-``render_scene`` (an explicit car, camera, clutter and look), ``write_dataset`` (the customer's
+``render_scene`` (an explicit car, camera, clutter, other cars and look), ``write_dataset`` (the customer's
 layout, in parallel, deterministic) and ``label_stats`` / ``format_label_stats``.
 
-Modules: ``scene`` (what a scene is), ``geometry`` (polygon meshes), ``bodies`` (car bodies per
-style), ``clutter`` (objects around the car), ``camera`` (random framing), ``raster`` and
-``background`` (drawing), ``labels`` (the label definition in code), ``distributions`` (scene
-knobs), ``render`` (scene -> example) and ``dataset`` (the customer's layout).
+Modules: ``scene`` (what a scene is), ``geometry`` (polygon meshes), ``bodies`` (body styles),
+``parts`` (part looks), ``clutter`` (objects and other cars around the car), ``camera`` (random
+framing), ``looks`` (light, ground, photographic effects), ``raster`` and ``background`` (drawing),
+``labels`` (the label definition in code), ``distributions`` (scene knobs), ``render`` (scene ->
+example) and ``dataset`` (the customer's layout; ``dataset_is_current`` tells a data set rendered by
+an older ``RENDERER_VERSION``).
 """
 
 from cvcore.labels import CHALLENGE_PARTS, CHALLENGE_TARGETS, PART_IDS, PARTS
