@@ -19,6 +19,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from cvcore import search as search_grammar
 from cvcore.synth import CHALLENGE_TARGETS, write_dataset
 from ray_jobs import prepare as prepare_job
 from ray_jobs import tune
@@ -36,7 +37,7 @@ def main() -> None:
     parser.add_argument("--grace-period", type=int, default=1)
     parser.add_argument("--reduction-factor", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0, help="random-search seed, the same for both searches")
-    parser.add_argument("--config", default=str(tune.DEFAULT_CONFIG), help="search space YAML (default configs/tune.yaml)")
+    parser.add_argument("--config", default=str(search_grammar.DEFAULT_CONFIG), help="search space YAML (default configs/tune.yaml)")
     parser.add_argument("--backbone", help="pin the backbone (a quick run: resnet10t)")
     parser.add_argument("--image-size", type=int, help="pin the input size (a quick run: 32)")
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
@@ -47,7 +48,7 @@ def main() -> None:
     data = out / f"data-{args.n}"
     if not (data / "car_imgs_4000.csv").is_file():
         write_dataset(data, args.n, seed=0, progress=False)
-    request = tune.load_request(args.config)
+    request = search_grammar.load_request(args.config)
     pinned = {k: v for k, v in {"backbone": args.backbone, "image_size": args.image_size}.items() if v is not None}
     space = {**request.space, **pinned, "patience": args.epochs}  # only the scheduler stops trials early
     search = replace(
@@ -55,7 +56,7 @@ def main() -> None:
         reduction_factor=args.reduction_factor, seed=args.seed,
     )  # fmt: skip
     init_ray(num_cpus=args.num_cpus)
-    size = tune.largest(space, "image_size")
+    size = search_grammar.largest(space, "image_size")
     prepared = out / f"prepared-{args.n}-{size}"
     prepare_job.prepare(data, prepared, size=size, targets=list(CHALLENGE_TARGETS))
 
@@ -64,7 +65,7 @@ def main() -> None:
         output = out / scheduler
         shutil.rmtree(output, ignore_errors=True)
         start = time.perf_counter()
-        summary = tune.search(prepared, output, replace(request, search=replace(search, scheduler=scheduler), space=space))
+        summary, _ = tune.search(prepared, output, replace(request, search=replace(search, scheduler=scheduler), space=space))
         rows[scheduler] = {
             "trial_epochs": int(summary["last_epoch"].sum()),
             "seconds": time.perf_counter() - start,

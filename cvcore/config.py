@@ -135,11 +135,13 @@ class ConfigParser(argparse.ArgumentParser):
     """An ArgumentParser that adds a flag per dataclass field and a `--config YAML` for their defaults.
 
     After `parse_args`, the namespace holds each registered dataclass, built and type-checked, under
-    the name given to `add_config`; flags override the YAML, which overrides the field defaults.
+    the name given to `add_config`; flags override the YAML (`default_config` when no --config is
+    given), which overrides the field defaults.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, default_config: str | os.PathLike | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.default_config = default_config
         self._configs: list[tuple[type, str, dict[str, str], Callable[[dict[str, Any]], dict[str, Any]] | None]] = []
         self._required: dict[str, str] = {}  # argparse dest -> YAML key of the fields without a default
         self.add_argument("--config", metavar="YAML", help="YAML file setting the defaults of the flags below (keys: their names "
@@ -184,13 +186,14 @@ class ConfigParser(argparse.ArgumentParser):
             else:
                 default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
                 shown = "none" if default in (None, "") else ",".join(default) if isinstance(default, list) else default
-                text = f"{text} (default {shown})" if "(default" not in text else text
+                if "(default" not in text and default is not False:
+                    text = f"{text} (default {shown})"
             kind = _scalar(hint)
             if kind is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction if field.default else "store_true"
             else:
                 kwargs["type"] = meta.get("type") or (_comma_list if _is_list(kind) else kind if kind in (int, float) else str)
-                kwargs["metavar"] = meta.get("metavar") or field.name.upper().split("_")[-1]
+                kwargs["metavar"] = meta.get("metavar") or {int: "N", float: "X"}.get(kind) or field.name.upper().split("_")[-1]
                 if "choices" in meta:
                     kwargs["choices"] = meta["choices"]
                     kwargs.pop("metavar")
@@ -201,6 +204,7 @@ class ConfigParser(argparse.ArgumentParser):
         pre = argparse.ArgumentParser(add_help=False)
         pre.add_argument("--config")
         known, _ = pre.parse_known_args(argv)
+        known.config = known.config or (self.default_config and str(self.default_config))
         from_file = load_yaml(known.config) if known.config else {}
         self._check_keys(from_file, known.config)
         for action in self._actions:  # a required setting the YAML gives is no longer a required flag

@@ -1,18 +1,13 @@
-"""Training and evaluation loops, augmentation and loss: plain PyTorch, no Ray.
-
-`ray_jobs/train.py` runs `train_one_epoch` and `evaluate` inside Ray Train workers; any other
-launcher (a notebook, torchrun) can run them the same way.
+"""The torch pieces of training: settings, batches, augmentation, losses, schedules, one epoch's
+pass and the held-out pass. No Ray; `cvcore.training.run_epochs` strings them into a run.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -21,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.io import decode_jpeg, encode_jpeg
-from safetensors.torch import load_file, save_file
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from cvcore.errors import UserError
@@ -39,11 +33,17 @@ class AugmentConfig:
     """
 
     strength: float = 1.0
+    """scales every augmentation at once; 0 turns augmentation off"""
     zoom_out: float = 0.15
+    """largest shrink of the photo inside the frame"""
     color_jitter: float = 0.25
+    """brightness, contrast and saturation change"""
     blur_prob: float = 0.15
+    """share of photos blurred"""
     jpeg_prob: float = 0.2
+    """share of photos re-encoded as low-quality JPEG"""
     flip: bool = True
+    """mirror half the photos, swapping left/right labels"""
 
 
 LOSSES = ("mse", "l1", "huber")
@@ -51,10 +51,14 @@ LOSSES = ("mse", "l1", "huber")
 
 @dataclass
 class StepConfig:
-    loss: str = "mse"  # mse, l1 or huber
-    grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
-    amp: bool = False  # bf16 autocast (GPU)
+    loss: str = field(default="mse", metadata={"choices": list(LOSSES)})
+    """training loss"""
+    grad_clip: float = 1.0
+    """max gradient norm; 0 turns clipping off"""
+    amp: bool = False
+    """bf16 autocast (on by itself on GPUs)"""
     channels_last: bool = False
+    """channels-last memory format (on by itself on GPUs)"""
 
 
 @dataclass
@@ -62,20 +66,38 @@ class TrainConfig:
     """Everything a training run needs besides the data and the cluster; the defaults run on a laptop."""
 
     backbone: str = "resnet18"
-    image_size: int = 64  # the size bench/bench_quality.py reaches its goal at on 2 CPU cores
+    """any timm model name"""
+    image_size: int = 64
+    """square input side in pixels (64: where bench/bench_quality.py reaches its goal on 2 CPU cores)"""
     epochs: int = 20
+    """maximum epochs (early stopping may end sooner)"""
     batch_size: int = 64
+    """per-worker batch size"""
     lr: float = 2e-3
+    """peak learning rate of AdamW (1e-3 with --init-from one of our checkpoints)"""
     weight_decay: float = 0.05
+    """AdamW weight decay"""
     warmup_epochs: float = 1.0
-    patience: int = 6  # epochs without a better val MAE before stopping early
-    max_minutes: float = 0.0  # stop after the epoch that passes this much training time (0: no limit)
-    aux_columns: list[str] | str = "all"  # extra numeric columns trained as auxiliary outputs ("all", or a list)
-    aux_weight: float = 0.5  # total loss weight of the auxiliary outputs relative to the main targets
-    head: str = "auto"  # direct, decomposed (score = visible fraction x facing) or auto (see model.choose_head)
-    init_from: str | None = None  # our checkpoint dir (fine-tuning) or a timm/torchvision weights file; never a hub
-    freeze_backbone: bool = False  # train only the head
+    """epochs of linear learning-rate warm-up before the cosine decay"""
+    patience: int = 6
+    """epochs without a better val MAE before stopping early"""
+    max_minutes: float = 0.0
+    """training time budget; stops after the epoch that passes it (0: none)"""
+    aux_columns: list[str] | str = field(default="all", metadata={"type": str, "metavar": "COLUMNS"})
+    """extra numeric columns trained as auxiliary outputs: all, or comma-separated names"""
+    aux_weight: float = 0.5
+    """total loss weight of the auxiliary outputs relative to the main targets"""
+    head: str = field(default="auto", metadata={"choices": ["auto", "direct", "decomposed"]})
+    """direct: regress each score; decomposed: score = visible fraction x facing, so serving can say why a photo fails;
+    auto: decomposed when the data or --init-from provide the factors"""
+    init_from: str | None = field(default=None, metadata={"aliases": ["--pretrained"], "metavar": "PATH"})
+    """start from these weights: one of our checkpoint folders, e.g. the shipped pretrained/regnetx_002-64 (fine-tuning:
+    its backbone and input size unless given, head rows kept for the outputs both have) or a timm/torchvision weights
+    file; nothing is downloaded"""
+    freeze_backbone: bool = False
+    """train only the head"""
     seed: int = 0
+    """random seed"""
     step: StepConfig = field(default_factory=StepConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -387,33 +409,3 @@ def evaluate(
         count += len(x)
         sums.update(pred[:, :n_main].clamp(0, 1).cpu(), labels[:, :n_main].cpu())
     return sums, loss_sum, count
-
-
-OPTIMIZER_FILE = "optimizer.safetensors"
-STATE_FILE = "train_state.json"
-
-
-def save_training_state(directory: str | os.PathLike, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Optimizer tensors in safetensors and the rest in JSON, so resuming never unpickles."""
-    optim_state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for param_id, entries in optim_state["state"].items():
-        for key, value in entries.items():
-            if torch.is_tensor(value):
-                tensors[f"{param_id}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{param_id}.{key}"] = value
-    save_file(tensors, Path(directory) / OPTIMIZER_FILE)
-    document = {**state, "optimizer": {"param_groups": optim_state["param_groups"], "scalars": scalars}}
-    (Path(directory) / STATE_FILE).write_text(json.dumps(document, indent=2))
-
-
-def load_training_state(directory: str | os.PathLike, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    document = json.loads((Path(directory) / STATE_FILE).read_text())
-    saved = document.pop("optimizer")
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in [*load_file(Path(directory) / OPTIMIZER_FILE).items(), *saved["scalars"].items()]:
-        param_id, name = key.split(".", 1)
-        state.setdefault(int(param_id), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
-    return document

@@ -13,21 +13,35 @@ example supervises the model densely:
 A horizontal flip mirrors the car, so side-specific labels and mask ids swap with their twins
 (`engine.side_swap_plan`, `mask_mirror`); only the sine of the azimuth cannot be mirrored from the
 label and is masked out of flipped samples. Rendering happens in `render_batch`, which a Ray Data
-pipeline maps over a stream of indices (`ray_jobs/pretrain.py`); nothing here knows of Ray.
+pipeline maps over a stream of indices (`ray_jobs/pretrain.py`); `pretrain_worker` trains on it
+with `training.run_epochs`; nothing here knows of Ray.
+
+A run continues where another stopped (`resume_point`): weights, optimizer state, schedule step
+and the stream position (`images_seen`: renders are indexed, so the continuation renders the
+images after the last one seen; none twice).
 """
 
 from __future__ import annotations
 
+import argparse
+import itertools
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from cvcore import engine, training
 from cvcore.engine import AugmentConfig, StepConfig, side_swap_plan
+from cvcore.errors import CheckpointError
 from cvcore.image import letterbox
-from cvcore.model import ModelSpec
+from cvcore.config import positive_int
+from cvcore.labels import is_score_column, part_of
+from cvcore.model import ModelSpec, build_model, check_compatible, load_state, load_weights, read_meta, save_checkpoint
 from cvcore.synth import PARTS, extended_columns, render_example
 
 POSE_COLUMNS = ["pose_azimuth_cos", "pose_azimuth_sin", "pose_elevation", "pose_distance"]
@@ -43,28 +57,85 @@ VAL_SEED_OFFSET = 1_000_000
 class PretrainConfig:
     """A pretraining run; the defaults are the shipped backbone's (see pretrained/README.md)."""
 
-    backbone: str = "regnetx_002"  # 2.3 M parameters: 4.6 MB in float16, fast on CPUs
-    image_size: int = 64
-    render_width: int = 160  # renders are drawn at this size, then letterboxed to image_size
-    render_height: int = 120
-    batch_size: int = 64
+    backbone: str = "regnetx_002"
+    """timm model name (regnetx_002: 2.3 M parameters, 4.6 MB in float16, fast on CPUs)"""
+    image_size: int = field(default=64, metadata={"type": positive_int})
+    """square input side in pixels"""
+    render_width: int = field(default=160, metadata={"type": positive_int})
+    """renders are drawn at this size, then letterboxed to image_size (--render-size sets both)"""
+    render_height: int = field(default=120, metadata={"type": positive_int})
+    batch_size: int = field(default=64, metadata={"type": positive_int})
+    """per-worker batch size"""
     lr: float = 3e-3
+    """peak learning rate of AdamW"""
     weight_decay: float = 0.05
     warmup_images: int = 4096
-    images: int = 200_000  # the stream's length: every image is rendered once and seen once
-    images_per_epoch: int = 8192  # validation, report and checkpoint after this many images
-    max_minutes: float = 0.0  # stop after the epoch that passes this much time (0: no limit)
-    val_images: int = 512
-    mask_weight: float = 0.3  # weight of the segmentation loss against the regression loss
-    pose_weight: float = 0.1  # total weight of the pose outputs against the perspective outputs
+    """images of linear learning-rate warm-up"""
+    images: int = field(default=200_000, metadata={"type": positive_int})
+    """length of the stream: images rendered and seen once each (a continuation counts the images seen before)"""
+    images_per_epoch: int = field(default=8192, metadata={"type": positive_int})
+    """validate, report and checkpoint after this many images"""
+    max_minutes: float = 0.0
+    """time budget; stops after the epoch that passes it (0: none)"""
+    val_images: int = field(default=512, metadata={"type": positive_int})
+    """held-out renders scored after every epoch"""
+    mask_weight: float = 0.3
+    """weight of the segmentation loss against the regression loss"""
+    pose_weight: float = 0.1
+    """total weight of the pose outputs against the perspective outputs"""
     seed: int = 1
+    """stream seed; held-out renders use seed + 1000000"""
     step: StepConfig = field(default_factory=StepConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
+def check(cfg: PretrainConfig) -> None:
+    """Refuse settings every pretraining run would fail on, before anything starts."""
+    engine.TrainConfig(backbone=cfg.backbone, image_size=cfg.image_size, batch_size=cfg.batch_size, lr=cfg.lr).check("pretraining settings")
+
+
+def render_size(text: str) -> tuple[int, int]:
+    """argparse type: WIDTHxHEIGHT of the renders."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 160x120, got {text!r}") from None
+    if min(width, height) < 16:
+        raise argparse.ArgumentTypeError(f"renders must be at least 16 px a side, got {text!r}")
+    return width, height
+
+
+def cpu_share(text: str) -> float:
+    """argparse type: CPUs of one render task."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of CPUs, got {text!r}") from None
+    if not 0 < value <= 64:
+        raise argparse.ArgumentTypeError(f"CPUs per render task must be in (0, 64], got {text!r}")
+    return value
+
+
+@dataclass
+class PretrainRun(training.RunSettings):
+    """The cluster side of a pretraining run, and where it starts from."""
+
+    cpus_per_worker: int | None = field(default=None, metadata={"type": positive_int})
+    """CPUs per training worker (default: half the cluster's CPUs / workers; 2 with --use-gpu)"""
+    render_cpus: float = field(default=0.5, metadata={"type": cpu_share, "metavar": "CPUS"})
+    """CPUs per Ray Data render task; as many run at once as the CPUs left by the training workers allow"""
+    run_name: str = "pretrain"
+    """Ray run name; the same name resumes"""
+    init_from: str | None = field(default=None, metadata={"metavar": "DIR"})
+    """start from the weights of one of our pretrained checkpoints (same backbone)"""
+    resume_from: str | None = field(default=None, metadata={"metavar": "DIR"})
+    """continue a pretraining: a checkpoint folder (e.g. pretrained/regnetx_002-64 or OUT/best) or an earlier run's OUT;
+    weights, optimizer state, schedule and stream position go on (raise --images to go further)"""
+
+
 def pretrain_spec(backbone: str, image_size: int) -> ModelSpec:
     """Every part's score through a decomposed head, the pose, and part masks."""
-    scores = [c for c in extended_columns() if c.startswith("perspective_score_")]
+    scores = [c for c in extended_columns() if is_score_column(c)]
     return ModelSpec(backbone, scores, image_size, aux_targets=list(POSE_COLUMNS), head="decomposed", mask_classes=MASK_CLASSES)
 
 
@@ -126,3 +197,110 @@ def mask_mirror() -> torch.Tensor:
     """Mask id -> the id of the same part seen in a mirror (left and right swap)."""
     source, _ = side_swap_plan(list(PARTS))
     return torch.tensor([0, *(i + 1 for i in source)], dtype=torch.long)
+
+
+# ---------------------------------------------------------------- a pretraining run's worker
+
+
+def resume_point(path: str | Path) -> Path:
+    """The checkpoint to continue from: `path` itself (a checkpoint folder, such as the shipped
+    pretrained/regnetx_002-64 or OUTPUT/best), or in a run's OUTPUT the latest checkpoint that can
+    continue, else OUTPUT/best."""
+    path = Path(path)
+    if (path / "model.json").is_file():
+        return path
+    latest = sorted(
+        (p.parent for p in path.glob("ray_results/*/checkpoint_*/model.json") if training.has_training_state(p.parent)),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if latest:
+        return latest[-1]
+    if (path / "best" / "model.json").is_file():
+        return path / "best"
+    raise CheckpointError(f"nothing to resume in {path}: neither a checkpoint folder (model.json) nor a pretraining output")
+
+
+def images_seen(checkpoint: str | Path) -> int:
+    """How far into its stream the run that wrote `checkpoint` had got."""
+    meta = read_meta(checkpoint)
+    return int(meta.get("images_seen", meta.get("metrics", {}).get("images_seen", 0)))
+
+
+def _tensors(batches: Iterator[dict[str, np.ndarray]]) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Numpy batches of `render_batch` -> engine's (images, labels, aspect, masks) tensors."""
+    for batch in batches:
+        yield tuple(torch.from_numpy(np.array(batch[k])) for k in ("image", "labels", "aspect", "mask"))  # writable copies
+
+
+def pretrain_worker(
+    cfg: PretrainConfig,
+    stream: Iterator[dict[str, np.ndarray]],
+    val: dict[str, np.ndarray],
+    hooks: training.Hooks,
+    device: torch.device,
+    *,
+    init_from: str | Path | None = None,
+    resume: str | Path | None = None,
+) -> training.TrainState:
+    """Train on this worker's `stream` of rendered batches, scoring its shard of `val` after each
+    epoch. `init_from` starts from a checkpoint's weights; `resume` continues a run from its
+    checkpoint (weights, optimizer, schedule and stream position; a checkpoint without optimizer
+    state, like the shipped backbone, gives the weights and the position)."""
+    rank, world = hooks.rank, hooks.world
+    spec = pretrain_spec(cfg.backbone, cfg.image_size)
+    model = build_model(spec, init_from=init_from)
+    if cfg.step.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step_images = cfg.batch_size * world
+    steps_per_epoch = max(1, cfg.images_per_epoch // step_images)
+    epochs = max(1, cfg.images // (steps_per_epoch * step_images))
+    state = training.TrainState()
+    if resume:
+        saved_spec, weights = load_state(resume)
+        check_compatible(saved_spec, backbone=cfg.backbone)
+        load_weights(model, weights)
+        if training.has_training_state(resume):
+            state = training.load_training_state(resume, optimizer, steps_per_epoch)
+        else:
+            seen = images_seen(resume)
+            state = training.TrainState(epoch=seen // (steps_per_epoch * step_images), step=seen // step_images, images_seen=seen)
+        hooks.print(f"continuing after {state.images_seen} images (epoch {state.epoch}) from {resume}")
+    model = hooks.prepare_model(model)
+    scheduler = engine.warmup_cosine(optimizer, cfg.warmup_images // step_images, epochs * steps_per_epoch)
+    training.fast_forward(scheduler, state.step)
+
+    shard = slice(rank, None, world)
+    val_loader = engine.ArrayLoader(val["image"][shard], val["labels"][shard], val["aspect"][shard], cfg.batch_size * 2, shuffle=False)
+    masks = engine.MaskSupervision(cfg.mask_weight, mask_mirror())
+    fit = training.Fit(model, optimizer, scheduler, output_weights(spec, cfg.pose_weight), side_swap_plan(spec.outputs),
+                       cfg.augment, cfg.step, device, masks)  # fmt: skip
+    plan = training.Plan(epochs, steps_per_epoch, steps_per_epoch * step_images, cfg.seed, max_minutes=cfg.max_minutes)
+    tensors = _tensors(stream)
+    challenge = spec.targets[:2]
+
+    def score(sums) -> dict[str, float]:
+        computed = sums.compute()
+        per_target = computed["targets"]
+        return {
+            training.METRIC: float(np.mean([per_target[t]["mae"] for t in challenge])),
+            "val_mae_all_parts": computed["mean"]["mae"],
+            **{f"val_mae_{t}": per_target[t]["mae"] for t in challenge},
+            "val_r2": float(np.mean([per_target[t]["r2"] for t in challenge])),
+        }
+
+    def save(folder: Path, metrics: dict[str, Any]) -> None:
+        save_checkpoint(folder, model, metrics=metrics, pretrain_config=asdict(cfg), images_seen=metrics["images_seen"])
+
+    def describe(m: dict[str, Any]) -> str:
+        parts = ", ".join(f"{part_of(t)} {m[f'val_mae_{t}']:.4f}" for t in challenge)
+        return (
+            f"epoch {m['epoch']}/{epochs}  {m['images_seen']} images  train loss {m['train_loss']:.4f}  "
+            f"val MAE {m[training.METRIC]:.4f} ({parts}; all parts {m['val_mae_all_parts']:.4f})  "
+            f"{m['images_per_s']:.0f} img/s, waiting for renders {m['data_wait_share']:.0%}"
+        )
+
+    return training.run_epochs(
+        fit, lambda epoch: itertools.islice(tensors, steps_per_epoch), val_loader, spec.targets, plan, state, hooks,
+        score=score, save=save, describe=describe,
+    )  # fmt: skip

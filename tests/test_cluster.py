@@ -24,7 +24,8 @@ import ray
 import yaml
 
 from cvcore.model import read_meta
-from ray_jobs import train, tune
+from cvcore.training import read_history
+from ray_jobs import tune
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = "perspective_score_hood,perspective_score_backdoor_left"
@@ -209,7 +210,7 @@ def test_train_job_submitted_to_a_two_node_cluster(cluster, tiny_dataset, tmp_pa
         "--num-workers", "2", "--cpus-per-worker", "1",
         timeout=300,
     )
-    assert [h["epoch"] for h in train.read_history(output)] == [1, 2]
+    assert [h["epoch"] for h in read_history(output)] == [1, 2]
     meta = read_meta(output / "best")
     assert meta["backbone"] == "resnet10t" and meta["image_size"] == 32 and meta["targets"] == TARGETS.split(",")
     workers = cluster.list("actors", "class_name=RayTrainWorker")

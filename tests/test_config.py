@@ -56,7 +56,7 @@ def test_help_is_the_field_docstring_with_the_default(capsys):
     with pytest.raises(SystemExit):
         parse(["--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "--epochs EPOCHS how many passes (default 3)" in out and "--step.loss {mse,l1} the loss (default mse)" in out
+    assert "--epochs N how many passes (default 3)" in out and "--step.loss {mse,l1} the loss (default mse)" in out
 
 
 def test_yaml_sets_defaults_flags_override_and_a_saved_run_reads_back(tmp_path):

@@ -22,6 +22,7 @@ import pytest
 
 from cvcore import engine
 from cvcore.model import ModelSpec, build_model, load_model, save_checkpoint
+from cvcore.training import HISTORY_FILE
 from ray_jobs import train
 
 pytestmark = pytest.mark.slow
@@ -48,7 +49,7 @@ def wait_for(condition, timeout: float, what: str):
 
 def reported_epochs(output: Path) -> list[int]:
     """Every line of metrics.jsonl as written, repeats included (read_history would hide them)."""
-    path = output / train.HISTORY_FILE
+    path = output / HISTORY_FILE
     return [json.loads(line)["epoch"] for line in path.read_text().splitlines()] if path.is_file() else []
 
 

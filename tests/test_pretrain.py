@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cvcore import engine
+from cvcore import engine, training
 from cvcore import pretrain as dense
 from cvcore.model import ModelSpec, build_model, load_model, read_meta
 from cvcore.synth import PARTS, Camera, random_scene, render_scene
@@ -100,6 +100,46 @@ def test_a_training_step_with_masks_lowers_the_loss():
     assert last < 0.7 * first
 
 
+TINY = dict(backbone="test_resnet", image_size=32, render_width=64, render_height=48, batch_size=16, images_per_epoch=32, val_images=16, warmup_images=16)
+
+
+def stream_from(cfg: dense.PretrainConfig, start: int):
+    """The render stream a Ray Data source gives a single worker, from image `start` on."""
+    spec = dense.pretrain_spec(cfg.backbone, cfg.image_size)
+    for first in range(start, cfg.images, cfg.batch_size):
+        yield dense.render_batch(np.arange(first, first + cfg.batch_size), seed=cfg.seed, columns=spec.outputs,
+                                 image_size=cfg.image_size, render_size=(cfg.render_width, cfg.render_height))  # fmt: skip
+
+
+def test_a_pretraining_continues_with_its_optimizer_schedule_and_stream_position(tmp_path):
+    """Without Ray: two epochs, then a continuation from the last checkpoint to three; images_seen goes on."""
+    cfg = dense.PretrainConfig(**TINY, images=64)
+    spec = dense.pretrain_spec(cfg.backbone, cfg.image_size)
+    val = dense.render_batch(np.arange(16), seed=99, columns=spec.outputs, image_size=32, render_size=(64, 48))
+    hooks = training.DirectoryHooks(tmp_path)
+    first = dense.pretrain_worker(cfg, stream_from(cfg, 0), val, hooks, torch.device("cpu"))
+    assert first.images_seen == 64 and first.step == 4
+    last = dense.resume_point(tmp_path / "checkpoint_000002")
+    assert read_meta(last)["images_seen"] == 64 and training.has_training_state(last)
+    more = dataclasses.replace(cfg, images=96)
+    resumed = dense.pretrain_worker(more, stream_from(more, 64), val, hooks, torch.device("cpu"), resume=last)
+    assert [(r["epoch"], r["images_seen"]) for r in hooks.reports] == [(1, 32), (2, 64), (3, 96)]
+    assert resumed.step == 6 and resumed.images_seen == 96
+
+
+def test_the_shipped_backbone_continues_from_the_images_it_has_seen(tmp_path):
+    """The shipped form (float16 weights + model.json, no optimizer state) still continues: weights and stream position."""
+    seen = dense.images_seen(SHIPPED)
+    assert seen == read_meta(SHIPPED)["metrics"]["images_seen"] > 0
+    cfg = dense.PretrainConfig(**{**TINY, "backbone": "regnetx_002", "image_size": 64, "render_width": 160, "render_height": 120}, images=seen + 32)
+    spec = dense.pretrain_spec(cfg.backbone, cfg.image_size)
+    val = dense.render_batch(np.arange(16), seed=99, columns=spec.outputs, image_size=64, render_size=(160, 120))
+    hooks = training.DirectoryHooks(tmp_path)
+    state = dense.pretrain_worker(cfg, stream_from(cfg, seen), val, hooks, torch.device("cpu"), resume=SHIPPED)
+    assert state.images_seen == seen + 32 and [r["images_seen"] for r in hooks.reports] == [seen + 32]
+    assert hooks.reports[0]["val_mae"] < 0.25  # the shipped weights (0.19 on these 16 renders), not a fresh network (0.32)
+
+
 @pytest.fixture(scope="module")
 def pretrained(ray_session, tmp_path_factory):
     """A tiny pretraining run on the streamed source (Ray Data renders, Ray Train consumes)."""
@@ -125,6 +165,19 @@ def test_pretraining_streams_renders_and_exports_a_self_describing_checkpoint(pr
     assert scores.shape == (1, len(PARTS)) and factors.shape == (1, 2 * len(PARTS))
 
 
+def test_pretraining_continues_a_run_directory_where_it_stopped(pretrained, tmp_path):
+    output, result = pretrained
+    best = output / "best"
+    assert training.has_training_state(best) and read_meta(best)["images_seen"] == result["best"]["images_seen"]
+    assert (output / "config.yaml").is_file()
+    cfg = dense.PretrainConfig(
+        backbone=BACKBONE, image_size=32, render_width=64, render_height=48, batch_size=16,
+        images=160, images_per_epoch=32, val_images=16, warmup_images=16,
+    )  # fmt: skip
+    resumed = pretrain_job.pretrain(tmp_path, cfg, cpus_per_worker=1, render_cpus=0.5, resume_from=str(output))
+    assert [(h["epoch"], h["images_seen"]) for h in resumed["history"]] == [(4, 128), (5, 160)]
+
+
 def test_pretraining_refuses_a_split_that_starves_the_renderer(ray_session, tmp_path):
     with pytest.raises(Exception, match="stream would stall"):
         pretrain_job.pretrain(tmp_path, dense.PretrainConfig(images=8), cpus_per_worker=2, render_cpus=0.5)
@@ -132,7 +185,7 @@ def test_pretraining_refuses_a_split_that_starves_the_renderer(ray_session, tmp_
 
 def test_fine_tuning_from_the_pretrained_checkpoint_keeps_its_factor_rows(pretrained, tiny_dataset, tmp_path):
     output, _ = pretrained
-    settings = train_job.inherit_from_checkpoint({"init_from": str(output / "best")})
+    settings = training.inherit_from_checkpoint({"init_from": str(output / "best")})
     assert settings["backbone"] == BACKBONE and settings["image_size"] == 32
     cfg = engine.TrainConfig(**{**settings, "epochs": 1, "batch_size": 16, "aux_columns": []})
     result = train_job.train(tiny_dataset, tmp_path, cfg, cpus_per_worker=1, targets=["perspective_score_hood", "perspective_score_backdoor_left"])
@@ -166,6 +219,8 @@ def test_the_shipped_backbone_loads_fits_the_current_code_and_knows_the_task():
         (["--render-cpus", "0"], "must be in (0, 64]"),
         (["--images", "0"], "must be a positive integer"),
         (["--backbone", "no_such_net"], "is not a timm model name"),
+        (["--resume-from", "/no/such/run"], "nothing to resume in /no/such/run"),
+        (["--resume-from", str(SHIPPED), "--images", "1000"], "raise --images to go on"),
     ],
 )
 def test_bad_pretraining_requests_exit_2_with_a_message(tmp_path, capsys, flags, message):

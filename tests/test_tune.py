@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from cvcore.model import ModelSpec, build_model, load_model, read_meta, save_checkpoint
+from cvcore.model import load_model, read_meta
 from ray_jobs import prepare, tune
 from ray_jobs.cli import run
 
@@ -112,34 +112,6 @@ def test_a_second_search_into_the_same_output_is_refused(searched, prepared_dir,
     assert "already holds another search" in err and "--resume" in err
 
 
-@pytest.mark.parametrize(
-    "config_text, flags, message",
-    [
-        ("space: {backbone: resnet10t, colour: red}", [], "unknown key(s) in space: colour"),
-        ("space: {step.lossy: {choice: [mse]}}", [], "unknown key(s) in space.step: lossy"),
-        ("space: {lr: {gaussian: [0, 1]}}", [], "space.lr must be a constant or one of"),
-        ("space: {lr: {loguniform: [0.0, 1.0e-2]}}", [], "loguniform needs 0 < lo < hi"),
-        ("space: {lr: {loguniform: [3e-4, 1.0e-2]}}", [], "write 3.0e-4"),
-        ("space: {batch_size: {uniform: [8, 32]}}", [], "space.batch_size must be int"),
-        ("space: {step.loss: {choice: [mse, hinge]}}", [], "loss must be one of mse, l1, huber"),
-        ("space: {backbone: {choice: [resnet18, resnet_nine]}}", [], "'resnet_nine' is not a timm model"),
-        ("space: {epochs: 5}", [], "search.max_epochs"),
-        ("search: {samples: 3}\nspace: {lr: 0.001}", [], "unknown key(s) in"),
-        ("space: {lr: 0.001}\nextra: 1", [], "unknown section(s)"),
-        ("space: [lr", [], "is not valid YAML"),
-        ("space: {head: {choice: [direct, decomposed]}}", [], "space.head must be a constant"),
-        ("space: {lr: 0.001}", ["--init-from", "/no/such/checkpoint"], "checkpoint directory not found"),
-        ("space: {lr: 0.001}", ["--num-samples", "0"], "num-samples must be at least 1"),
-        ("space: {lr: 0.001}", ["--max-epochs", "2", "--grace-period", "3"], "grace-period (3) cannot exceed max-epochs (2)"),
-    ],
-)
-def test_bad_search_requests_are_one_line_errors(tmp_path, capsys, config_text, flags, message):
-    config = tmp_path / "space.yaml"
-    config.write_text(config_text)
-    err = fails_with(["--data", str(tmp_path), "--output", str(tmp_path / "out"), "--config", str(config), *flags], capsys)
-    assert message in err
-
-
 def test_missing_data_and_requests_too_big_for_the_cluster_are_refused(prepared_dir, tmp_path, capsys, ray_session):
     config = str(write_config(tmp_path / "space.yaml", num_samples=2, max_epochs=1))
     err = fails_with(["--data", str(tmp_path / "nowhere"), "--output", str(tmp_path / "a"), "--config", config], capsys)
@@ -180,9 +152,3 @@ def test_an_interrupted_search_resumes_without_redoing_finished_work(prepared_di
         assert [r["epoch"] for r in history] == [1, 2]  # resumed trials went on from their checkpoints
         assert history[: len(before.get(trial_id, []))] == before.get(trial_id, [])
     assert load_model(output / "best").targets == TARGETS
-
-
-def test_fine_tuning_pins_every_trial_to_the_checkpoint_backbone_and_fine_tuning_rates(tmp_path):
-    save_checkpoint(tmp_path / "ckpt", build_model(ModelSpec("resnet10t", ["perspective_score_hood"], 32)))
-    space = tune.fine_tuning_space({"backbone": {"choice": ["resnet18", "resnet10t"]}, "lr": 0.01}, tmp_path / "ckpt")
-    assert space == {"backbone": "resnet10t", "lr": tune.FINE_TUNE_LR_RANGE, "init_from": str((tmp_path / "ckpt").resolve())}
