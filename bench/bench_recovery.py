@@ -10,7 +10,8 @@ killed with SIGKILL, like the OOM killer or a lost node would, so nothing gets t
   metrics.jsonl: the usual epoch time, how long until the replacement workers are alive, until
   the next epoch is reported, and the time lost (that stretch minus one usual epoch). Also
   whether every epoch was reported exactly once (resumed from the latest checkpoint).
-- Serving: the app as `build_app` deploys it (autoscaling from 1 replica), then from 2 replicas;
+- Serving: the app as `build_app` deploys it behind the HAProxy ingress (serve/edge.py; HAProxy's
+  health checks take a dead replica out of rotation), autoscaling from 1 replica, then from 2 replicas;
   --clients clients post a photo to /predict back to back for --seconds (at most --max-requests
   in all) and the replica that answers first is killed at --kill-at. Measured: failed requests,
   the longest stretch without a successful answer, and how long until a new replica is alive.
@@ -165,6 +166,7 @@ def bench_serving(checkpoint: Path, photo: bytes, min_replicas: int, args: argpa
     from ray import serve
 
     from serve.app import AUTOSCALING, AppArgs, CarPartScorer
+    from serve.edge import wait_until_routed
 
     app_args = AppArgs(checkpoint=str(checkpoint))
     scaling = {**AUTOSCALING, "min_replicas": min_replicas, "max_replicas": max(min_replicas, AUTOSCALING["max_replicas"])}
@@ -174,6 +176,7 @@ def bench_serving(checkpoint: Path, photo: bytes, min_replicas: int, args: argpa
         # What build_app deploys, with the minimum replica count of the scenario.
         app = CarPartScorer.options(max_ongoing_requests=2 * app_args.max_batch_size, autoscaling_config=scaling).bind(app_args)
         serve.run(app, name=APP, route_prefix="/")
+        wait_until_routed(f"http://127.0.0.1:{port}/healthz")
         requests, killed_at, replaced = asyncio.run(
             load_with_a_kill(f"http://127.0.0.1:{port}/predict", photo, args.clients, args.seconds, args.kill_at, args.max_requests)
         )
@@ -202,10 +205,14 @@ def main() -> None:
     parser.add_argument("--kill-at", type=float, default=10, help="seconds into the load when the replica is killed (default 10)")
     parser.add_argument("--max-requests", type=int, default=20_000, help="request cap per serving scenario (default 20000)")
     parser.add_argument("--min-replicas", type=int, nargs="+", default=[1, 2], help="serving scenarios (default 1 2)")
+    parser.add_argument("--serving-only", action="store_true", help="skip the training scenario")
     args = parser.parse_args()
 
     import ray
 
+    from serve.edge import EdgeSettings, ingress_env
+
+    os.environ.update(ingress_env(EdgeSettings(stats_port=free_port(), metrics_port=free_port())))  # read where Ray starts
     port = free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"  # Train's placement-group cleaner finds the State API here
     ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, configure_logging=False, log_to_driver=False)
@@ -214,7 +221,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "data"
             write_dataset(data, args.images, seed=1, workers=1, progress=False)
-            rows += bench_training(data, Path(tmp) / "train", args.epochs)
+            if not args.serving_only:
+                rows += bench_training(data, Path(tmp) / "train", args.epochs)
             checkpoint = save_checkpoint(Path(tmp) / "model", build_model(ModelSpec("resnet10t", TARGETS, image_size=64)))
             photo = next((data / "imgs").glob("*.jpg")).read_bytes()
             for min_replicas in args.min_replicas:

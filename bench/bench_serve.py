@@ -54,7 +54,7 @@ from cvcore.engine import TrainConfig  # noqa: E402
 from cvcore.model import ModelSpec, build_model, load_model, save_checkpoint  # noqa: E402
 from cvcore.synth import CHALLENGE_TARGETS, render_example  # noqa: E402
 from serve.app import AUTOSCALING, AppArgs, CarPartScorer, build_app  # noqa: E402
-from serve.edge import ingress_env  # noqa: E402
+from serve.edge import EdgeSettings, ingress_env  # noqa: E402
 
 APP_NAME = "carpart"
 SAMPLE_INTERVAL_S = 1.0
@@ -69,13 +69,13 @@ class Case:
     name: str
     ingress: str = "haproxy"  # "python" (Serve's default proxy), "throughput" (RAY_SERVE_THROUGHPUT_OPTIMIZED), "haproxy", "plain"
     app: dict[str, Any] = field(default_factory=dict)  # AppArgs fields
+    edge: dict[str, Any] = field(default_factory=dict)  # EdgeSettings fields (HAProxy)
     fixed_replicas: int | None = None  # None: build_app's autoscaling
     clients: int | None = None  # None: --clients
 
     def env(self) -> dict[str, str]:
         if self.ingress == "haproxy":
-            ports = {"RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
-            return {**ingress_env(), **ports}
+            return ingress_env(EdgeSettings(stats_port=free_port(), metrics_port=free_port(), **self.edge))
         if self.ingress == "throughput":
             return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
         return {}
@@ -87,6 +87,7 @@ MATRIX = [
     Case("Python proxy, RAY_SERVE_THROUGHPUT_OPTIMIZED=1", ingress="throughput"),
     Case("HAProxy ingress (serve/edge.py)"),
     Case("HAProxy, one replica", fixed_replicas=1),
+    Case("HAProxy, 4 threads (Ray's default)", edge={"threads": 4}),
     Case("HAProxy, batch 8 (max_ongoing 16)", app={"max_batch_size": 8}),
     Case("HAProxy, batch 32 (max_ongoing 64)", app={"max_batch_size": 32}),
     Case("HAProxy, batch wait 20 ms", app={"batch_wait_timeout_s": 0.02}),

@@ -32,6 +32,8 @@ import os
 import shlex
 import stat
 import tempfile
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +56,10 @@ class EdgeSettings:
     server_timeout_s: int = 120
     """Longest wait for a replica's answer: above the replica's own request timeout, so that the
     replica answers first."""
+    stats_port: int | None = None
+    """HAProxy's stats and Prometheus ports; None keeps Ray's (8404, 9101). Set free ones where
+    several Ray instances share a machine (tests, benchmarks)."""
+    metrics_port: int | None = None
 
     def rules(self) -> str:
         """The lines inserted at the top of Ray's HTTP frontend."""
@@ -67,7 +73,8 @@ class EdgeSettings:
 
     def env(self, wrapper: Path) -> dict[str, str]:
         """Environment for `ray start` / `ray.init` that turns the ingress on."""
-        return {
+        ports = {"RAY_SERVE_HAPROXY_STATS_PORT": self.stats_port, "RAY_SERVE_HAPROXY_METRICS_PORT": self.metrics_port}
+        return {name: str(port) for name, port in ports.items() if port is not None} | {
             "RAY_SERVE_ENABLE_HA_PROXY": "1",
             "RAY_SERVE_HAPROXY_NBTHREAD": str(self.threads),
             "RAY_SERVE_HAPROXY_MAXCONN": str(self.max_connections),
@@ -122,6 +129,22 @@ def apply_ingress_env(settings: EdgeSettings = EdgeSettings()) -> None:
     """`ingress_env` into this process's environment, keeping anything already set there."""
     for name, value in ingress_env(settings).items():
         os.environ.setdefault(name, value)
+
+
+def wait_until_routed(url: str, timeout_s: float = 60) -> None:
+    """Wait for `url` to answer 200: HAProxy learns an app's routes a moment after `serve.run`
+    returns, and answers 404 or 503 until then."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:  # refused, reset, or an HTTP error status
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} not routed after {timeout_s} s")
+        time.sleep(0.5)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,7 +35,7 @@ from cvcore.errors import UserError
 from cvcore.intake import Decision, IntakeThresholds, Reason, human_name, judge, viewpoint
 from cvcore.model import ModelSpec, build_model, load_model, save_checkpoint
 from serve.app import AUTOSCALING, BACKPRESSURE, MAX_QUEUED_REQUESTS, REPLICA_ACTOR_OPTIONS, AppArgs, CarPartScorer, build_app
-from serve.edge import EdgeSettings, ingress_env
+from serve.edge import EdgeSettings, ingress_env, wait_until_routed
 
 TARGETS = ["perspective_score_hood", "perspective_score_backdoor_left"]
 BODY_LIMIT = 300_000
@@ -102,12 +102,12 @@ def predictor(run_dir):
 def base_url(run_dir, free_port, tmp_path_factory):
     """One Ray instance behind the HAProxy ingress and two applications: an open one at / and one
     behind an API key at /secured, whose checkpoint is a file:// URI (copied into the replica's cache)."""
-    edge = ingress_env(EdgeSettings(header_timeout_s=HEADER_TIMEOUT_S), tmp_path_factory.mktemp("edge"))
     # HAProxy's stats and metrics ports are fixed by default: other Ray instances on this machine may hold them.
-    ports = {"RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
+    settings = EdgeSettings(header_timeout_s=HEADER_TIMEOUT_S, stats_port=free_port(), metrics_port=free_port())
+    edge = ingress_env(settings, tmp_path_factory.mktemp("edge"))
     port = free_port()
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in {**edge, **ports, KEY_ENV: API_KEY}.items():  # Ray's processes inherit them
+        for name, value in {**edge, KEY_ENV: API_KEY}.items():  # Ray's processes inherit them
             patch.setenv(name, value)
         patch.delenv(NO_KEY_ENV, raising=False)
         ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
@@ -118,25 +118,12 @@ def base_url(run_dir, free_port, tmp_path_factory):
             secured = AppArgs(checkpoint=(run_dir / "best").as_uri(), **common, api_key_env=KEY_ENV, allow_anonymous=False)
             serve.run(build_app(secured), name="secured", route_prefix="/secured")
             url = f"http://127.0.0.1:{port}"
-            wait_until_routed(url, ["/healthz", "/secured/healthz"])
+            for path in ("/healthz", "/secured/healthz"):
+                wait_until_routed(url + path)
             yield url
         finally:
             serve.shutdown()
             ray.shutdown()
-
-
-def wait_until_routed(url: str, paths: list[str], timeout_s: float = 60) -> None:
-    """HAProxy learns the routes a moment after `serve.run` returns."""
-    deadline = time.monotonic() + timeout_s
-    for path in paths:
-        while True:
-            try:
-                if httpx.get(url + path, timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"{path} not routed after {timeout_s} s"
-            time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
