@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             f"Render N synthetic car photos into DIR/{IMAGE_DIR}/ with a CSV of perspective scores "
             f"(filename, {', '.join(CHALLENGE_TARGETS)}), deterministic for a seed, then print the label "
-            "statistics. score = visible fraction x facing; see cvcore/synth.py for the exact definition."
+            "statistics. score = visible fraction x facing; see cvcore/synth/ for the exact definition."
         ),
         epilog=(
             "Exit status: 0 written; 2 bad arguments (an unknown --distribution included), or DIR already "
@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--size",
         type=_image_size,
         metavar="WxH",
-        help="render every image at this size (default: varied sizes, mostly 674x506 like the real photos)",
+        help="render every image at this size (default: varied sizes from 480x640 to 1024x768, portrait and landscape, "
+        "674x506 like the real photos most often)",
     )
     parser.add_argument(
         "--overwrite",

@@ -144,17 +144,6 @@ def test_random_scenes_place_other_cars_and_objects_without_overlap():
 # ---------------------------------------------------------------------------------------------- flips
 
 
-def mirrored(camera: Camera) -> Camera:
-    flip = np.array([1.0, -1.0, 1.0])
-    return dataclasses.replace(
-        camera,
-        position=tuple(np.asarray(camera.position) * flip),
-        target=tuple(np.asarray(camera.target) * flip),
-        roll_deg=-camera.roll_deg,
-        shift=(-camera.shift[0], camera.shift[1]),
-    )
-
-
 def twin(part: str) -> str:
     left, right = SIDES
     if part.endswith(f"_{left}"):
@@ -168,7 +157,7 @@ def test_a_mirrored_camera_swaps_the_sides_exactly(index):
     the mirrored camera is the mirrored photo, labels with their sides swapped."""
     scene = random_scene(np.random.default_rng([11, index]), width=200, height=150)
     seen = render_scene(scene.car, scene.camera, look=scene.look)
-    flipped = render_scene(scene.car, mirrored(scene.camera), look=scene.look)
+    flipped = render_scene(scene.car, scene.camera.mirrored(), look=scene.look)
     for part in PARTS:
         for prefix in ("visible_fraction_", "facing_"):
             assert flipped.labels[prefix + twin(part)] == pytest.approx(seen.labels[prefix + part], abs=0.03)

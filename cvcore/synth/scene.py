@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image
@@ -93,6 +93,17 @@ class Camera:
         position = centre + distance * direction(azimuth_deg, elevation_deg)
         aim = centre if target is None else np.asarray(target, float)
         return cls(tuple(position), tuple(aim), fov_deg, width, height, roll_deg, shift)
+
+    def mirrored(self) -> Camera:
+        """This camera reflected in the car's plane of symmetry (y -> -y): its photo is this one's, flipped."""
+        flip = np.array([1.0, -1.0, 1.0])
+        return replace(
+            self,
+            position=tuple(np.asarray(self.position) * flip),
+            target=tuple(np.asarray(self.target) * flip),
+            roll_deg=-self.roll_deg,
+            shift=(-self.shift[0], self.shift[1]),
+        )
 
     @property
     def focal(self) -> float:
