@@ -290,7 +290,7 @@ def _section_angles(n: int) -> np.ndarray:
     return t - 0.18 * np.sin(4 * t) / 4
 
 
-def body_points(car: CarDesign, s: Stations, xs: np.ndarray, around: int = 64) -> np.ndarray:
+def body_points(car: CarDesign, s: Stations, xs: np.ndarray, around: int = 48) -> np.ndarray:
     """(len(xs), around, 3) points of the lofted body surface."""
     half = car.half_length
     u = np.clip(np.abs(xs) / half, 0, 1)

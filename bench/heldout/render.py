@@ -158,17 +158,17 @@ def render(scene: Scene) -> Rendered:
     )  # fmt: skip
     rows, cols = np.nonzero(winner >= 0)
     tri = winner[rows, cols]
-    weights = perspective_weights(uv[tri], depth[tri], rows, cols)
+    weights = perspective_weights(uv[tri], depth[tri], rows, cols).astype(np.float32)
 
     def interpolate(values: np.ndarray) -> np.ndarray:
-        return np.einsum("nk,nkd->nd", weights, values[tri])
+        return np.einsum("nk,nkd->nd", weights, values.astype(np.float32)[tri])
 
     position, normal = interpolate(mesh.corners), interpolate(mesh.normals)
     normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-9)
     local_n = interpolate(mesh.local_normals)
     local_n /= np.maximum(np.linalg.norm(local_n, axis=1, keepdims=True), 1e-9)
     materials = shade_surfaces(scene.surfaces, mesh.surface[tri], interpolate(mesh.local), local_n, noise)
-    image[rows, cols] = light_pixels(*materials, position, normal, eye, light, noise)
+    image[rows, cols] = light_pixels(*materials, position, normal, eye.astype(np.float32), light, noise)
 
     image = _photograph(image, light, cam)
     return Rendered(image, parts, part_labels(mesh, cam, parts), light.jpeg_quality)

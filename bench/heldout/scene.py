@@ -54,7 +54,7 @@ SKY_WEIGHTS = (0.35, 0.3, 0.25, 0.1)
 GROUND_COLOURS = {"asphalt": (0.09, 0.09, 0.1), "concrete": (0.3, 0.29, 0.27), "grass": (0.06, 0.12, 0.03),
                   "cobbles": (0.2, 0.18, 0.16)}  # fmt: skip
 IMAGE_SIZES = ((640, 480), (720, 540), (800, 600), (960, 720), (1024, 768))  # landscape; a quarter are turned
-IMAGE_SIZE_WEIGHTS = (0.4, 0.2, 0.2, 0.1, 0.1)
+IMAGE_SIZE_WEIGHTS = (0.55, 0.15, 0.15, 0.08, 0.07)
 
 
 def _pick(rng: np.random.Generator, weighted) -> object:

@@ -302,26 +302,30 @@ def shade_surfaces(surfaces: list[Surface], index: np.ndarray, local: np.ndarray
 
 def light_pixels(albedo, spec, shiny, refl, position, normal, eye, light: Lighting, noise: Noise) -> np.ndarray:
     """Blinn-Phong sun + hemisphere ambient + Fresnel-weighted sky reflection, linear RGB (N, 3)."""
+    def f32(values) -> np.ndarray:
+        return np.asarray(values, np.float32)
+
+    albedo, spec, shiny, refl = f32(albedo), f32(spec), f32(shiny), f32(refl)
     view = eye - position
     view /= np.linalg.norm(view, axis=1, keepdims=True)
     facing = np.einsum("nd,nd->n", normal, view)
     normal = np.where(facing[:, None] < 0, normal - 2 * facing[:, None] * view, normal)  # silhouette normals
     normal /= np.linalg.norm(normal, axis=1, keepdims=True)
     cos_v = np.clip(np.einsum("nd,nd->n", normal, view), 0, 1)
-    sun = np.asarray(light.sun)
+    sun = f32(light.sun)
     cos_l = np.clip(normal @ sun, 0, 1)
     half = view + sun
     half /= np.linalg.norm(half, axis=1, keepdims=True)
     highlight = np.clip(np.einsum("nd,nd->n", normal, half), 0, 1) ** shiny * (cos_l > 0)
     up = (normal[:, 2:3] + 1) / 2
-    hemisphere = light.ambient * (np.asarray(light.sky_zenith) * up + np.asarray(light.ground_colour) * 0.6 * (1 - up))
+    hemisphere = light.ambient * (f32(light.sky_zenith) * up + f32(light.ground_colour) * 0.6 * (1 - up))
     occlusion = np.clip(0.55 + position[:, 2:3] * 0.9, 0, 1)  # darker near the ground
     reflected = view - 2 * cos_v[:, None] * normal
     reflected = -reflected
-    ground = np.asarray(light.ground_colour) * (light.ambient * 0.5 + light.sun_strength * 0.3 * max(light.sun[2], 0))
+    ground = f32(light.ground_colour) * (light.ambient * 0.5 + light.sun_strength * 0.3 * max(light.sun[2], 0))
     skyward = np.clip((reflected[:, 2:3] + 0.2) / 0.3, 0, 1)  # a soft reflected horizon: the mesh's facets stay hidden
     env = sky(reflected, light, noise) * skyward + ground * (1 - skyward)
     fresnel = refl + (1 - refl) * (1 - cos_v) ** 5 * np.minimum(refl * 4, 1)
     diffuse = albedo * (hemisphere * occlusion + light.sun_strength * cos_l[:, None])
-    specular = (spec * highlight * light.sun_strength)[:, None] * np.ones(3)
+    specular = (spec * highlight * light.sun_strength)[:, None] * np.ones(3, np.float32)
     return diffuse * (1 - fresnel[:, None]) + specular + env * fresnel[:, None]
