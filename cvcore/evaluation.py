@@ -168,8 +168,8 @@ def summary(metrics: dict[str, Any]) -> str:
     """What a person reads after an evaluation: per target MAE against all zeros, R², decisions."""
     mean = metrics["mean"]
     lines = [f"{metrics['split']}: n={metrics['n']}  mean MAE {mean['mae']:.4f}  RMSE {mean['rmse']:.4f}  R2 {_fmt(mean['r2'])}"]
-    if metrics["not_in_data"]:
-        lines.append(f"  not scored (no such column in the data): {', '.join(metrics['not_in_data'])}")
+    if missing := metrics["not_in_data"]:
+        lines.append(f"  not scored, no such column in the data: {len(missing)} target(s) ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
     if metrics["skipped"]:
         lines.append(f"  {len(metrics['skipped'])} row(s) left out, e.g. {metrics['skipped'][0]}")
     decisions = metrics["decisions"]

@@ -73,7 +73,7 @@ def test_the_command_prints_the_decisions_and_saves_its_config(data, checkpoint,
     out = tmp_path / "report"
     assert evaluate_command.main(["--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out), "--split", "train", "--accept", "0.7"]) == 0
     printed = capsys.readouterr().out
-    assert "accept/retake at 0.7: agreement" in printed and "not scored (no such column in the data): perspective_score_windshield" in printed
+    assert "accept/retake at 0.7: agreement" in printed and "not scored, no such column in the data: 1 target(s) (perspective_score_windshield)" in printed
     assert yaml.safe_load((out / "config.yaml").read_text())["accept"] == 0.7
     assert json.loads((out / "metrics.json").read_text())["decisions"]["accept"] == 0.7
     with pytest.raises(SystemExit) as exit_info:
