@@ -159,10 +159,11 @@ class ConfigParser(argparse.ArgumentParser):
         """Flags for every field of `cls` but `exclude`; `complete` may fill in settings (given ones in,
         all to build with out) before the dataclass is built."""
         flags: dict[str, str] = {}  # argparse dest -> dotted field name
-        self._add_fields(cls, "", exclude, flags)
+        self._add_fields(cls, "", "", exclude, flags)
         self._configs.append((cls, dest, flags, complete))
 
-    def _add_fields(self, cls: type, prefix: str, exclude: Sequence[str], flags: dict[str, str]) -> None:
+    def _add_fields(self, cls: type, prefix: str, path: str, exclude: Sequence[str], flags: dict[str, str]) -> None:
+        """Flags `--{prefix}{field}` for the fields of `cls`, which sits at `path` in the settings."""
         hints = typing.get_type_hints(cls)
         docs = field_docs(cls)
         group = self.add_argument_group(f"{cls.__name__} settings" + (f" ({prefix.rstrip('.')})" if prefix else ""))
@@ -172,9 +173,9 @@ class ConfigParser(argparse.ArgumentParser):
                 continue
             hint = hints[field.name]
             if dataclasses.is_dataclass(hint):
-                self._add_fields(hint, "" if meta.get("flatten") else f"{prefix}{field.name}.", (), flags)
+                self._add_fields(hint, "" if meta.get("flatten") else f"{prefix}{field.name}.", f"{path}{field.name}.", (), flags)
                 continue
-            dotted = prefix + field.name
+            dotted = path + field.name
             dest = "config__" + dotted.replace(".", "__")
             flags[dest] = dotted
             names = [f"--{prefix}{field.name.replace('_', '-')}", *meta.get("aliases", ())]

@@ -37,7 +37,7 @@ from PIL import Image
 
 from cvcore import engine, training
 from cvcore.engine import AugmentConfig, StepConfig, side_swap_plan
-from cvcore.errors import CheckpointError
+from cvcore.errors import CheckpointError, UserError
 from cvcore.image import letterbox
 from cvcore.config import positive_int
 from cvcore.labels import is_score_column, part_of
@@ -218,6 +218,50 @@ def resume_point(path: str | Path) -> Path:
     if (path / "best" / "model.json").is_file():
         return path / "best"
     raise CheckpointError(f"nothing to resume in {path}: neither a checkpoint folder (model.json) nor a pretraining output")
+
+
+def starting_point(settings: PretrainRun, cfg: PretrainConfig) -> tuple[Path | None, int]:
+    """The checkpoint a run continues (None: a fresh start) and the stream index it starts at."""
+    if settings.init_from and settings.resume_from:
+        raise UserError("give --init-from (weights to start from) or --resume-from (a run to continue), not both")
+    if not settings.resume_from:
+        return None, 0
+    resume = resume_point(settings.resume_from).resolve()
+    start = images_seen(resume)
+    if start >= cfg.images:
+        raise UserError(f"{resume} has seen {start} images already, as many as --images {cfg.images}; raise --images to go on")
+    return resume, start
+
+
+def training_cpus(total_cpus: float, settings: PretrainRun) -> int:
+    """CPUs per training worker: as asked, else about half of a CPU-only cluster (the rest renders);
+    refused when the workers would leave no render task room (the stream would stall)."""
+    workers = settings.num_workers
+    cpus = settings.cpus_per_worker or (2 if settings.use_gpu else max(1, int(total_cpus // 2) // workers))
+    free = total_cpus - workers * cpus
+    if free < settings.render_cpus:
+        raise UserError(
+            f"{workers} training worker(s) x {cpus} CPU leave {free:g} of {total_cpus:g} CPUs, less than one render "
+            f"task's {settings.render_cpus:g}: the stream would stall; lower --cpus-per-worker or --render-cpus"
+        )
+    return cpus
+
+
+def describe_plan(cfg: PretrainConfig, settings: PretrainRun, cpus: int, start: int, resume: Path | None) -> str:
+    spec = pretrain_spec(cfg.backbone, cfg.image_size)
+    return (
+        f"pretraining {cfg.backbone} at {cfg.image_size} px on {cfg.images - start} streamed renders ({cfg.render_width}x{cfg.render_height})"
+        + (f" after the {start} of {resume}" if resume else "")
+        + f"; {settings.num_workers} worker(s) x {cpus} CPU{' + GPU' if settings.use_gpu else ''} train, render tasks of "
+        f"{settings.render_cpus:g} CPU render; {len(spec.outputs)} outputs + {spec.mask_classes}-class masks"
+    )
+
+
+def validation_set(cfg: PretrainConfig) -> dict[str, np.ndarray]:
+    """The held-out renders scored after every epoch: their own seed, so never a streamed image."""
+    spec = pretrain_spec(cfg.backbone, cfg.image_size)
+    return render_batch(np.arange(cfg.val_images), seed=cfg.seed + VAL_SEED_OFFSET, columns=spec.outputs,
+                        image_size=cfg.image_size, render_size=(cfg.render_width, cfg.render_height))  # fmt: skip
 
 
 def images_seen(checkpoint: str | Path) -> int:

@@ -25,6 +25,10 @@ from cvcore.model import read_meta
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tune.yaml"
 DISTRIBUTIONS = ("choice", "uniform", "loguniform")
 SPACE_FORM = "a constant or one of {choice: [a, b, ...]}, {uniform: [lo, hi]}, {loguniform: [lo, hi]}"
+FILE_HELP = (
+    "--config (default configs/tune.yaml): `search:` (the search flags) and `space:` mapping TrainConfig keys (nested ones "
+    f"dotted: step.loss, augment.strength) to {SPACE_FORM}. Flags override the file. Exit status 2 on bad input (message on stderr)."
+)
 CONSTANT_ONLY = ("aux_columns", "head", "init_from")
 """Settings every trial must share: the data (and their label columns) are loaded once for all."""
 FINE_TUNE_LR_RANGE = {"loguniform": [2.0e-4, 2.0e-3]}
@@ -178,6 +182,15 @@ def fine_tuning_space(space: dict[str, Any], checkpoint: str | Path) -> dict[str
     if space.get("lr", FINE_TUNE_LR_RANGE) != FINE_TUNE_LR_RANGE:
         print(f"--init-from {checkpoint}: learning rates {FINE_TUNE_LR_RANGE} instead of the space's {space['lr']}")
     return {**space, "init_from": str(Path(checkpoint).resolve()), "backbone": meta["backbone"], "lr": FINE_TUNE_LR_RANGE}
+
+
+def describe_search(request: TuneRequest, n_train: int, image_size: int, concurrent: int, cpus: float) -> str:
+    s = request.search
+    return (
+        f"tuning on {n_train} images at up to {image_size} px: {s.num_samples} trial(s) x up to {s.max_epochs} epoch(s), "
+        f"{s.scheduler}{f' (grace {s.grace_period}, reduction {s.reduction_factor})' if s.scheduler == 'asha' else ''}; "
+        f"{concurrent} at a time, each {request.workers_per_trial} worker(s) x {cpus:g} CPU{' + GPU' if request.use_gpu else ''}"
+    )
 
 
 # ---------------------------------------------------------------- results

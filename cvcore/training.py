@@ -84,6 +84,15 @@ def inherit_from_checkpoint(settings: dict[str, Any]) -> dict[str, Any]:
     return {"backbone": meta["backbone"], "image_size": meta["image_size"], "lr": FINE_TUNE_LR, **settings}
 
 
+def with_absolute_init(cfg: engine.TrainConfig) -> engine.TrainConfig:
+    """`cfg` with `init_from` as an absolute path (workers may run elsewhere); refused when it does not exist."""
+    if not cfg.init_from:
+        return cfg
+    if not Path(cfg.init_from).exists():
+        raise CheckpointError(f"weights to start from not found: {cfg.init_from}")
+    return replace(cfg, init_from=str(Path(cfg.init_from).resolve()))
+
+
 def load_training_data(data: str | Path, output: str | Path, cfg: engine.TrainConfig, targets: Sequence[str] | None = None) -> TrainingData:
     """Prepare `data` into OUTPUT/prepared if it is raw, then read its train and val splits.
 
@@ -151,6 +160,15 @@ def scale_auxiliary(splits: dict[str, dict[str, np.ndarray]], first: int) -> Non
 def check_batch_fits(n_train: int, workers: int, batch_size: int, fix: str = "lower --batch-size") -> None:
     if n_train // workers < batch_size:
         raise UserError(f"batch size {batch_size} x {workers} worker(s) is larger than the training split ({n_train} rows); {fix}")
+
+
+def describe_run(cfg: engine.TrainConfig, data: TrainingData, settings: RunSettings, cpus: float) -> str:
+    n_train, n_val = (len(data.splits[s]["images"]) for s in ("train", "val"))
+    return (
+        f"training {cfg.backbone} at {cfg.image_size} px on {n_train} images (val {n_val}); targets {data.targets} ({data.head} head)"
+        + (f" + {len(data.aux)} auxiliary" if data.aux else "")
+        + f"; {settings.num_workers} worker(s) x {cpus:g} CPU{' + GPU' if settings.use_gpu else ''}"
+    )
 
 
 def refuse_incompatible_resume(run_dir: Path, backbone: str, targets: list[str]) -> None:
@@ -291,6 +309,16 @@ def stop_reason(state: TrainState, plan: Plan) -> str:
     if 0 < plan.patience <= state.stale_epochs:
         return f"val MAE has not improved for {plan.patience} epochs"
     return ""
+
+
+def settle_worker(step: engine.StepConfig, device: torch.device, seed: int, cpus: float) -> None:
+    """bf16 and channels-last on GPUs; one torch thread per reserved CPU otherwise (torch would take
+    every core of the node); the worker's seed."""
+    on_gpu = device.type == "cuda"
+    step.amp, step.channels_last = step.amp or on_gpu, step.channels_last or on_gpu
+    torch.manual_seed(seed)
+    if not on_gpu:
+        torch.set_num_threads(max(1, round(cpus)))
 
 
 def augment_generator(seed: int, rank: int, epoch: int) -> torch.Generator:

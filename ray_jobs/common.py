@@ -11,6 +11,7 @@ the console once, as itself, instead of also through Train's logger.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -35,14 +36,10 @@ RAY_DATA_LOGGING = Path(__file__).resolve().parents[1] / "configs" / "ray_data_l
 
 
 def init_ray(num_cpus: int | None = None) -> None:
-    """Join the cluster this job was submitted to (RAY_ADDRESS), or start a fresh local Ray.
-
-    The dashboard stays on: Tune driving Train trials needs its State API, which Train's
-    placement-group cleaner finds through RAY_API_SERVER_ADDRESS; without it the cleaner scans the
-    machine, fails when several Ray instances run there, never frees the workers of trials ASHA
-    stopped, and later trials hang. A local Ray therefore gets its dashboard on a free port and the
-    variable set before it starts (the raylet, hence every worker, inherits it).
-    """
+    """Join the cluster this job was submitted to (RAY_ADDRESS), or start a fresh local Ray whose
+    dashboard (on a free port, in RAY_API_SERVER_ADDRESS, which every worker inherits) serves the State
+    API: without it Train's placement-group cleaner scans the machine, fails when several Ray instances
+    run there, never frees the workers of trials ASHA stopped, and later trials hang."""
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
@@ -65,11 +62,8 @@ def init_ray(num_cpus: int | None = None) -> None:
 
 
 def scaling_for(num_workers: int, use_gpu: bool, cpus_per_worker: float | None, wait_for_nodes: float = 0.0) -> ScalingConfig:
-    """Workers sized from the cluster; refuse what cannot be placed (Ray would retry forever).
-
-    On an autoscaling cluster (`cluster.yaml` starts with no workers) `wait_for_nodes` seconds let
-    the autoscaler add nodes for the request first.
-    """
+    """Workers sized from the cluster; refuse what cannot be placed (Ray would retry forever). On an
+    autoscaling cluster (`cluster.yaml` starts with none) `wait_for_nodes` seconds let it add nodes first."""
     if num_workers < 1:
         raise UserError(f"--num-workers must be at least 1, got {num_workers}")
     total = ray.cluster_resources()
@@ -143,17 +137,11 @@ class RayTrainHooks(training.Hooks):
 
 
 def start_worker(step: StepConfig, seed: int, cpus_per_worker: float) -> tuple[RayTrainHooks, torch.device]:
-    """This worker's hooks and device; bf16 and channels-last on GPUs, one torch thread per reserved
-    CPU otherwise (torch would take every core of the node)."""
+    """This worker's hooks and device, set up by `training.settle_worker`."""
     quiet_console()
     hooks = RayTrainHooks()
     device = ray.train.torch.get_device()
-    use_gpu = device.type == "cuda"
-    step.amp = step.amp or use_gpu
-    step.channels_last = step.channels_last or use_gpu
-    torch.manual_seed(seed + hooks.rank)
-    if not use_gpu:
-        torch.set_num_threads(max(1, round(cpus_per_worker)))
+    training.settle_worker(step, device, seed + hooks.rank, cpus_per_worker)
     return hooks, device
 
 
@@ -165,10 +153,10 @@ def quiet_console() -> None:
             handler.addFilter(lambda record: record.levelno >= logging.WARNING or not record.pathname.startswith(ray_dir))
 
 
-def latest_checkpoint():
-    """The checkpoint a restarted worker group continues from (a context manager yielding its folder), or None."""
+def latest_checkpoint() -> contextlib.AbstractContextManager[str | None]:
+    """The folder of the checkpoint a restarted worker group continues from (None on a first start)."""
     checkpoint = ray.train.get_checkpoint()
-    return checkpoint.as_directory() if checkpoint else None
+    return checkpoint.as_directory() if checkpoint else contextlib.nullcontext()
 
 
 def export_best(result: ray.train.Result, destination: Path, **export: Any) -> dict[str, Any]:

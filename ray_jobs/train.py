@@ -2,9 +2,8 @@
 
     python -m ray_jobs.train --data DIR --output OUT [--config YAML] [--num-workers N] [--use-gpu] ...
 
-DIR is a raw data set (prepared on the fly into OUT/prepared) or a prepared one. Each worker runs
-`cvcore.training.train_worker` on its shard; the best checkpoint by validation MAE is exported to
-OUT/best/ (model.safetensors + model.json) and the resolved settings to OUT/config.yaml.
+DIR is raw (prepared on the fly into OUT/prepared) or prepared. Each worker runs `cvcore.training.train_worker`
+on its shard; OUT/best/ gets the best checkpoint by val MAE, OUT/config.yaml the resolved settings.
 Rerunning the same command resumes the run from its latest checkpoint.
 """
 
@@ -21,7 +20,6 @@ from ray.train.torch import TorchTrainer
 from cvcore import training
 from cvcore.config import CONFIG_FILE, ConfigParser, from_dict, run, save_config
 from cvcore.engine import TrainConfig
-from cvcore.errors import CheckpointError
 from ray_jobs.common import RunLogCallback, export_best, init_ray, latest_checkpoint, run_config, scaling_for, start_worker
 
 
@@ -29,11 +27,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     cfg = from_dict(TrainConfig, config["train"])
     hooks, device = start_worker(cfg.step, cfg.seed, config["cpus_per_worker"])
     data = replace(config["data"], splits=ray.get(config["data"].splits))  # every node fetches the arrays from the object store
-    checkpoint = latest_checkpoint()
-    if checkpoint is None:
-        training.train_worker(cfg, data, hooks, device)
-        return
-    with checkpoint as folder:
+    with latest_checkpoint() as folder:
         training.train_worker(cfg, data, hooks, device, resume=folder)
 
 
@@ -47,33 +41,18 @@ def build_trainer(cfg: TrainConfig, data: training.TrainingData, scaling: ray.tr
     )
 
 
-def train(
-    data: str | Path,
-    output: str | Path,
-    cfg: TrainConfig,
-    settings: training.RunSettings | None = None,
-    *,
-    targets: Sequence[str] | None = None,
-    **cluster: Any,
-) -> dict[str, Any]:
+def train(data: str | Path, output: str | Path, cfg: TrainConfig, settings: training.RunSettings | None = None, *,
+          targets: Sequence[str] | None = None, **cluster: Any) -> dict[str, Any]:  # fmt: skip
     """Train on `data`, export OUTPUT/best; `settings` (or its fields as keywords) place the workers."""
     settings = replace(settings or training.RunSettings(), **cluster)
     output = Path(output).resolve()
     output.mkdir(parents=True, exist_ok=True)
-    if cfg.init_from:
-        if not Path(cfg.init_from).exists():
-            raise CheckpointError(f"weights to start from not found: {cfg.init_from}")
-        cfg = replace(cfg, init_from=str(Path(cfg.init_from).resolve()))  # workers may run elsewhere
+    cfg = training.with_absolute_init(cfg)  # workers may run elsewhere
     init_ray()
     scaling = scaling_for(settings.num_workers, settings.use_gpu, settings.cpus_per_worker, settings.wait_for_nodes)
     payload = training.load_training_data(data, output, cfg, targets)
-    n_train, n_val = (len(payload.splits[s]["images"]) for s in ("train", "val"))
-    training.check_batch_fits(n_train, settings.num_workers, cfg.batch_size)
-    print(
-        f"training {cfg.backbone} at {cfg.image_size} px on {n_train} images (val {n_val}); targets {payload.targets} ({payload.head} head)"
-        + (f" + {len(payload.aux)} auxiliary" if payload.aux else "")
-        + f"; {settings.num_workers} worker(s) x {scaling.resources_per_worker['CPU']} CPU{' + GPU' if settings.use_gpu else ''}"
-    )
+    training.check_batch_fits(len(payload.splits["train"]["images"]), settings.num_workers, cfg.batch_size)
+    print(training.describe_run(cfg, payload, settings, scaling.resources_per_worker["CPU"]), flush=True)
     storage = settings.storage or str(output / "ray_results")
     if settings.storage is None:
         training.refuse_incompatible_resume(Path(storage) / settings.run_name, cfg.backbone, payload.targets)
@@ -81,9 +60,8 @@ def train(
     run = run_config(settings.run_name, storage, max_failures=settings.max_failures, callbacks=[RunLogCallback(str(output))])
     result = build_trainer(cfg, replace(payload, splits=ray.put(payload.splits)), scaling, run).fit()
     metrics = export_best(result, output / "best")
-    print(f"best epoch {int(metrics['epoch'])}: val MAE {metrics[training.METRIC]:.4f}, R2 {metrics['val_r2']:.3f}")
-    print(f"checkpoint: {output / 'best'}")
-    print(f"TensorBoard: tensorboard --logdir {output / 'tensorboard'}")
+    print(f"best epoch {int(metrics['epoch'])}: val MAE {metrics[training.METRIC]:.4f}, R2 {metrics['val_r2']:.3f}; checkpoint: "
+          f"{output / 'best'}\nTensorBoard: tensorboard --logdir {output / 'tensorboard'}")  # fmt: skip
     return {"best": metrics, "history": training.read_history(output)}
 
 

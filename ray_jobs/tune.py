@@ -52,13 +52,9 @@ def param_space(request: TuneRequest) -> dict[str, Any]:
 
 
 def trial_resources(request: TuneRequest) -> tuple[ray.train.ScalingConfig, int]:
-    """Each trial's worker group, and how many trials run at once on this cluster.
-
-    A trial's driver takes DRIVER_CPU, carved out of its workers' share so that a trial costs exactly
-    workers x CPUs: on 2 CPUs two 1-CPU trials run side by side. Concurrency is capped by what the
-    cluster holds (CPUs, and GPUs with --use-gpu), so no started trial waits for workers that cannot
-    be placed, and a GPU cluster runs one trial per free set of GPUs.
-    """
+    """Each trial's worker group, and how many trials run at once: the trial driver's DRIVER_CPU is
+    carved out of its workers' share (on 2 CPUs two 1-CPU trials run side by side), and concurrency is
+    capped by the cluster's CPUs (and GPUs), so no started trial waits for workers that cannot be placed."""
     workers = request.workers_per_trial
     scaling = scaling_for(workers, request.use_gpu, request.cpus_per_worker or (None if request.use_gpu else 1))
     cpus = scaling.resources_per_worker["CPU"]
@@ -91,14 +87,9 @@ def search(data: str | Path, output: str | Path, request: TuneRequest, *, resume
     n_train = len(payload.splits["train"]["images"])
     training.check_batch_fits(n_train, request.workers_per_trial, grammar.largest(request.space, "batch_size"), "lower the batch sizes in the search space")
     save_config(output / SETTINGS_FILE, request)
+    cpus = scaling.resources_per_worker["CPU"] + DRIVER_CPU / request.workers_per_trial  # the trial driver's share included
+    print(grammar.describe_search(request, n_train, base.image_size, concurrent, cpus) + f"; experiment {experiment}", flush=True)
     s = request.search
-    print(
-        f"tuning on {n_train} images at up to {base.image_size} px: {s.num_samples} trial(s) x up to {s.max_epochs} epoch(s), "
-        f"{s.scheduler}{f' (grace {s.grace_period}, reduction {s.reduction_factor})' if s.scheduler == 'asha' else ''}; "
-        f"{concurrent} at a time, each {request.workers_per_trial} worker(s) x {scaling.resources_per_worker['CPU'] + DRIVER_CPU / request.workers_per_trial:g} CPU"
-        f"{' + GPU' if request.use_gpu else ''}; experiment {experiment}",
-        flush=True,
-    )
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, data=replace(payload, splits=ray.put(payload.splits)), scaling=scaling, experiment_path=experiment),
         {"cpu": DRIVER_CPU},
@@ -163,10 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "the YAML's space, each trial a ray_jobs.train run on Ray Train, ASHA stopping poor trials after any epoch. "
         "Writes OUTPUT/best/ (the best checkpoint, same format as ray_jobs.train), OUTPUT/best_config.yaml and "
         "OUTPUT/tune_summary.csv.",
-        epilog=f"--config (default {DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parents[1])}): `search:` (the flags above) and "
-        "`space:` mapping TrainConfig keys (nested ones dotted: step.loss, augment.strength) to a constant or "
-        "{choice: [...]}, {uniform: [lo, hi]}, {loguniform: [lo, hi]}. Flags override the file. "
-        "Exit status 2 on bad input (message on stderr).",
+        epilog=grammar.FILE_HELP,
         default_config=DEFAULT_CONFIG,
     )
     parser.add_argument("--data", required=True, help="raw data set (imgs/ + CSV) or a folder made by ray_jobs.prepare")

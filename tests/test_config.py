@@ -93,3 +93,25 @@ def test_a_required_field_is_a_required_flag():
         from cvcore.config import from_dict
 
         from_dict(Settings, {})
+
+
+@dataclass
+class Sectioned:
+    inner: Inner = field(default_factory=Inner, metadata={"flatten": True})
+    name: str = "x"
+
+
+def test_a_flattened_section_takes_plain_flags_and_stays_a_section_in_yaml(tmp_path):
+    parser = ConfigParser(prog="demo")
+    parser.add_config(Sectioned, "sectioned")
+    config = tmp_path / "c.yaml"
+    config.write_text("inner: {clip: 0.5}\n")
+    assert parser.parse_args(["--config", str(config), "--loss", "l1"]).sectioned == Sectioned(Inner("l1", 0.5))
+
+
+def test_a_default_config_file_applies_without_config(tmp_path):
+    config = tmp_path / "default.yaml"
+    config.write_text("workers: 3\n")
+    parser = ConfigParser(prog="demo", default_config=config)
+    parser.add_config(Cluster, "cluster")
+    assert parser.parse_args([]).cluster == Cluster(3) and parser.parse_args(["--workers", "4"]).cluster == Cluster(4)
