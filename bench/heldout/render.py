@@ -16,7 +16,7 @@ Labels (the README's definition) for the hood and the back-left door:
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -54,7 +54,7 @@ class Scene:
 @dataclass(frozen=True)
 class Rendered:
     image: np.ndarray  # (H, W, 3) uint8, before JPEG
-    parts: np.ndarray  # (H, W) part id of the nearest surface
+    parts: np.ndarray  # part id of the nearest surface, at the resolution drawn (see `render`'s scale)
     labels: dict[str, dict[str, float]]  # part -> score, visible_fraction, facing
     jpeg_quality: int
 
@@ -136,8 +136,18 @@ def _occlusion(footprints: list[Footprint]):
     return factor
 
 
-def render(scene: Scene) -> Rendered:
-    """Rasterise, shade, photograph (exposure, white balance, vignetting, noise, blur) and label a scene."""
+def render(scene: Scene, scale: float = 1.0) -> Rendered:
+    """Rasterise, shade, photograph (exposure, white balance, vignetting, noise, blur) and label a scene.
+
+    With `scale` < 1 the scene is drawn (and labelled: fractions do not depend on the pixel size) at
+    that share of the camera's width and height, and the photo is then scaled up to its full size, as
+    a phone's digital zoom does: a quarter of the pixels to shade at 0.5.
+    """
+    full = scene.camera
+    if scale != 1.0:
+        scene = replace(scene, camera=replace(
+            full, focal_px=full.focal_px * scale, width=round(full.width * scale), height=round(full.height * scale),
+            shift=(full.shift[0] * scale, full.shift[1] * scale)))  # fmt: skip
     cam, light, mesh = scene.camera, scene.lighting, scene.mesh
     eye = np.asarray(cam.eye, float)
     uv, depth = cam.project(mesh.corners)
@@ -171,6 +181,8 @@ def render(scene: Scene) -> Rendered:
     image[rows, cols] = light_pixels(*materials, position, normal, eye.astype(np.float32), light, noise)
 
     image = _photograph(image, light, cam)
+    if scale != 1.0:
+        image = np.asarray(Image.fromarray(image).resize((full.width, full.height), Image.BICUBIC))
     return Rendered(image, parts, part_labels(mesh, cam, parts), light.jpeg_quality)
 
 
