@@ -1,12 +1,18 @@
-"""The main job end to end on the smoke preset: synthesise → … → serve answers a real HTTP request."""
+"""The main job: what each preset asks of the stages (no Ray), and end to end on the smoke preset:
+synthesise → … → serve answers a real HTTP request."""
+
+from pathlib import Path
 
 import pytest
 
+from cvcore.engine import TrainConfig
+from cvcore.labels import CHALLENGE_TARGETS
+from cvcore.presets import PRESETS, final_training, tune_request
 from ray_jobs import pipeline
+from ray_jobs.pretrain import SHIPPED_BACKBONE
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_smoke_pipeline_runs_every_stage(tmp_path, monkeypatch, ray_session, free_port):
     from ray import serve
 
@@ -16,14 +22,49 @@ def test_smoke_pipeline_runs_every_stage(tmp_path, monkeypatch, ray_session, fre
     finally:
         serve.shutdown()
     assert (tmp_path / "data" / "synthetic-120" / "car_imgs_4000.csv").is_file()
-    assert set(result["metrics"]["targets"]) == {"perspective_score_hood", "perspective_score_backdoor_left"}
+    assert set(result["metrics"]["targets"]) == set(CHALLENGE_TARGETS) == set(result["metrics"]["decisions"]["targets"])
     assert (tmp_path / "run" / "report" / "report.html").is_file()
     assert (tmp_path / "run" / "tune" / "tune_summary.csv").is_file()
     assert (tmp_path / "run" / "train" / "best" / "model.safetensors").is_file()
-    assert set(result["response"]["scores"]) == {"perspective_score_hood", "perspective_score_backdoor_left"}
+    assert set(result["response"]["scores"]) == set(CHALLENGE_TARGETS)
+
+
+def test_presets_set_the_search_and_the_final_training():
+    request = tune_request(PRESETS["smoke"], list(CHALLENGE_TARGETS), None)
+    assert (request.search.num_samples, request.search.max_epochs, request.search.grace_period) == (2, 1, 1)
+    assert request.space["backbone"] == "resnet10t" and request.targets == list(CHALLENGE_TARGETS)
+    assert "init_from" not in request.space
+    best = TrainConfig(backbone="resnet18", epochs=2, lr=1e-3)
+    final = final_training(best, PRESETS["small"])
+    assert (final.epochs, final.max_minutes, final.backbone, final.lr) == (40, 8, "resnet18", 1e-3)
+
+
+def test_fine_tuning_pins_every_trial_to_the_pretrained_backbone():
+    request = tune_request(PRESETS["small"], list(CHALLENGE_TARGETS), SHIPPED_BACKBONE)
+    assert request.space["backbone"] == "regnetx_002" and Path(request.space["init_from"]) == SHIPPED_BACKBONE.resolve()
+
+
+def test_the_endpoint_is_built_from_the_import_path_a_user_gives():
+    """The application's code reaches the pipeline only through the import path `serve run` takes
+    (serve.edge, the ingress environment set before Ray starts, is deployment set-up, not the app)."""
+    source = Path(pipeline.__file__).read_text()
+    assert pipeline.SERVE_APP == "serve.app:build_app"
+    assert "from serve.app" not in source and "import serve.app" not in source
 
 
 def test_from_scratch_and_init_from_contradict(capsys):
     with pytest.raises(SystemExit) as exit_info:
         pipeline.main(["--from-scratch", "--init-from", "pretrained/regnetx_002-64"])
     assert exit_info.value.code == 2 and "contradict" in capsys.readouterr().err
+
+
+def test_settings_come_from_a_yaml_file_and_unknown_keys_are_refused(tmp_path, capsys):
+    config = tmp_path / "main.yaml"
+    config.write_text("preset: smoke\nfrom_scratch: true\ninit_from: pretrained/regnetx_002-64\n")
+    with pytest.raises(SystemExit):
+        pipeline.main(["--config", str(config)])
+    assert "contradict" in capsys.readouterr().err
+    config.write_text("presett: smoke\n")
+    with pytest.raises(SystemExit) as exit_info:
+        pipeline.run(pipeline.main, ["--config", str(config)])
+    assert exit_info.value.code == 2 and "unknown key(s)" in capsys.readouterr().err
