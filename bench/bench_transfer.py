@@ -12,7 +12,8 @@ structurally different cars, shading, backgrounds and camera; rendered into WORK
     agreement, false retakes (share of truly good photos sent back), false accepts (share of bad ones accepted).
 
 Prints a markdown table, writes it (and the numbers as JSON) into WORK, and draws both contact sheets.
-Results already in WORK are reused, so an interrupted run continues where it stopped. Each stage's
+Results already in WORK are reused, so an interrupted run continues where it stopped, and `--only
+default` (or `heldout`) runs one data set's stages ahead of a full run that then reuses them. Each stage's
 output goes to a log file in WORK; this script prints the stages, their times and the table.
 """
 
@@ -121,39 +122,40 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="processes rendering the held-out data (default: one per core)")
     parser.add_argument("--checkpoint", type=Path, default=Path("pretrained/regnetx_002-64"), help="the shipped backbone to score zero-shot")
     parser.add_argument("--skip-pipeline", action="store_true", help="only data, contact sheets and the zero-shot scores")
+    parser.add_argument("--only", choices=("default", "heldout"), help="run one data set's stages (a later full run reuses them)")
     parser.add_argument("--sheets", type=Path, default=Path("bench"), help="where the two contact sheet PNGs go (default bench/)")
     args = parser.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     python = sys.executable
-    data = {"default renderer": args.default_data.resolve(), "held-out generator": work / f"heldout-{args.n}-seed{args.seed}"}
+    data = {"default": ("default renderer", args.default_data.resolve()),
+            "heldout": ("held-out generator", work / f"heldout-{args.n}-seed{args.seed}")}  # fmt: skip
+    if args.only:
+        data = {args.only: data[args.only]}
 
-    if not has_rows(data["default renderer"], args.n):
-        synth = [python, "-m", "ray_jobs.synth", "--out", str(data["default renderer"]), "--n", str(args.n)]
+    if "default" in data and not has_rows(data["default"][1], args.n):
+        synth = [python, "-m", "ray_jobs.synth", "--out", str(data["default"][1]), "--n", str(args.n)]
         run_logged(synth, work / "synth_default.log")
-    heldout = data["held-out generator"]
-    if not has_rows(heldout, args.n):
+    if "heldout" in data and not has_rows(data["heldout"][1], args.n):
+        heldout = data["heldout"][1]
         log(f"rendering {args.n} held-out photos (seed {args.seed}) into {heldout}")
         start = time.perf_counter()
         write_dataset(heldout, args.n, seed=args.seed, workers=args.workers, overwrite=True)
         seconds = time.perf_counter() - start
         log(f"held-out data in {seconds / 60:.1f} min ({args.n / seconds:.2f} images/s)")
-    for name, folder in data.items():
+    for slug, (name, folder) in data.items():
         log(f"{name}: {folder}\n" + label_stats(pd.read_csv(folder / DEFAULT_CSV)))
-    small_sheet(data["default renderer"], args.sheets / "transfer_default_sheet.png")
-    small_sheet(heldout, args.sheets / "transfer_heldout_sheet.png")
+        small_sheet(folder, args.sheets / f"transfer_{slug}_sheet.png")
 
     results: dict[str, dict] = {}
-    for name, folder in data.items():
-        slug = "default" if folder == data["default renderer"] else "heldout"
+    for slug, (name, folder) in data.items():
         zero_shot = work / f"{slug}-zero-shot"
         if not (zero_shot / "metrics.json").is_file():
             run_logged([python, "-m", "ray_jobs.evaluate", "--checkpoint", str(args.checkpoint), "--data", str(folder), "--out", str(zero_shot)],
                        work / f"{slug}-zero-shot.log")
         results[name] = {"data": str(folder), "zero_shot": metrics_of(zero_shot)}
     if not args.skip_pipeline:
-        for name, folder in data.items():  # one after the other: the main job uses every core
-            slug = "default" if folder == data["default renderer"] else "heldout"
+        for slug, (name, folder) in data.items():  # one after the other: the main job uses every core
             output = work / f"{slug}-main-job"
             minutes_file = output / "bench_minutes.txt"
             if not (output / "report" / "metrics.json").is_file():
