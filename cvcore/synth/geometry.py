@@ -113,7 +113,10 @@ class MeshBuilder:
     def build(self) -> Mesh:
         counts = np.array([len(p) for p in self.polys])
         k = counts.max()
-        verts = np.stack([np.concatenate([p, np.repeat(p[-1:], k - len(p), 0)]) for p in self.polys])
+        verts = np.empty((len(self.polys), k, 3))
+        for face, poly in zip(verts, self.polys):
+            face[: len(poly)] = poly
+            face[len(poly) :] = poly[-1]
         newell = _newell_vectors(verts)
         areas = np.linalg.norm(newell, axis=1) / 2
         normals = newell / areas[:, None] / 2
