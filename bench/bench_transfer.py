@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -56,6 +57,13 @@ def run_logged(command: list[str], log_path: Path) -> float:
         sys.exit(f"failed ({code}) after {minutes:.1f} min: {' '.join(command)}\n" + "\n".join(tail))
     log(f"done in {minutes:.1f} min")
     return minutes
+
+
+def free_port() -> int:
+    """A free local port for the main job's endpoint (8000 may be taken on a shared machine)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def has_rows(data: Path, n: int) -> bool:
@@ -159,7 +167,8 @@ def main() -> None:
             output = work / f"{slug}-main-job"
             minutes_file = output / "bench_minutes.txt"
             if not (output / "report" / "metrics.json").is_file():
-                minutes = run_logged([python, "-m", "ray_jobs.pipeline", "--data", str(folder), "--output", str(output)], work / f"{slug}-main-job.log")
+                command = [python, "-m", "ray_jobs.pipeline", "--data", str(folder), "--output", str(output), "--port", str(free_port())]
+                minutes = run_logged(command, work / f"{slug}-main-job.log")
                 minutes_file.write_text(f"{minutes:.2f}\n")
             results[name]["main_job"] = metrics_of(output / "report")
             if minutes_file.is_file():
