@@ -1,5 +1,6 @@
 """What train, tune and pretrain share of Ray: joining the cluster, sizing workers, a Train run's
-configuration, the report/all-reduce/checkpoint hooks of the epoch runner, exporting the best checkpoint.
+configuration, the report/all-reduce/checkpoint hooks of the epoch runner, the training run's
+TorchTrainer (train and every tune trial), exporting the best checkpoint.
 
 Output a person reads is one line per epoch (printed by rank 0). Ray Train's own INFO chatter
 stays in its log files under the session's logs/train/: `ray.train.LoggingConfig(log_level="WARNING")`
@@ -17,6 +18,7 @@ import os
 import socket
 import tempfile
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +28,11 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
 
 from cvcore import training
-from cvcore.engine import StepConfig
+from cvcore.config import from_dict
+from cvcore.engine import StepConfig, TrainConfig
 from cvcore.errors import UserError
 
 os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # read by the driver, passed on to controller and workers
@@ -157,6 +161,24 @@ def latest_checkpoint() -> contextlib.AbstractContextManager[str | None]:
     """The folder of the checkpoint a restarted worker group continues from (None on a first start)."""
     checkpoint = ray.train.get_checkpoint()
     return checkpoint.as_directory() if checkpoint else contextlib.nullcontext()
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    cfg = from_dict(TrainConfig, config["train"])
+    hooks, device = start_worker(cfg.step, cfg.seed, config["cpus_per_worker"])
+    data = replace(config["data"], splits=ray.get(config["data"].splits))  # every node fetches the arrays from the object store
+    with latest_checkpoint() as folder:
+        training.train_worker(cfg, data, hooks, device, resume=folder)
+
+
+def build_trainer(cfg: TrainConfig, data: training.TrainingData, scaling: ray.train.ScalingConfig, run: ray.train.RunConfig) -> TorchTrainer:
+    """The TorchTrainer of one training run (`data.splits` already in the object store); Tune's trials build it too."""
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"train": asdict(cfg), "data": data, "cpus_per_worker": scaling.resources_per_worker["CPU"]},
+        scaling_config=scaling,
+        run_config=run,
+    )
 
 
 def export_best(result: ray.train.Result, destination: Path, **export: Any) -> dict[str, Any]:

@@ -3,42 +3,23 @@
     python -m ray_jobs.train --data DIR --output OUT [--config YAML] [--num-workers N] [--use-gpu] ...
 
 DIR is raw (prepared on the fly into OUT/prepared) or prepared. Each worker runs `cvcore.training.train_worker`
-on its shard; OUT/best/ gets the best checkpoint by val MAE, OUT/config.yaml the resolved settings.
+on its shard (`ray_jobs.common.build_trainer`); OUT/best/ gets the best checkpoint by val MAE, OUT/config.yaml the resolved settings.
 Rerunning the same command resumes the run from its latest checkpoint.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import ray
-from ray.train.torch import TorchTrainer
 
 from cvcore import training
-from cvcore.config import CONFIG_FILE, ConfigParser, from_dict, run, save_config
+from cvcore.config import CONFIG_FILE, ConfigParser, run, save_config
 from cvcore.engine import TrainConfig
-from ray_jobs.common import RunLogCallback, export_best, init_ray, latest_checkpoint, run_config, scaling_for, start_worker
-
-
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    cfg = from_dict(TrainConfig, config["train"])
-    hooks, device = start_worker(cfg.step, cfg.seed, config["cpus_per_worker"])
-    data = replace(config["data"], splits=ray.get(config["data"].splits))  # every node fetches the arrays from the object store
-    with latest_checkpoint() as folder:
-        training.train_worker(cfg, data, hooks, device, resume=folder)
-
-
-def build_trainer(cfg: TrainConfig, data: training.TrainingData, scaling: ray.train.ScalingConfig, run: ray.train.RunConfig) -> TorchTrainer:
-    """The TorchTrainer of one training run (`data.splits` already in the object store); Tune's trials build it too."""
-    return TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"train": asdict(cfg), "data": data, "cpus_per_worker": scaling.resources_per_worker["CPU"]},
-        scaling_config=scaling,
-        run_config=run,
-    )
+from ray_jobs.common import RunLogCallback, build_trainer, export_best, init_ray, run_config, scaling_for
 
 
 def train(data: str | Path, output: str | Path, cfg: TrainConfig, settings: training.RunSettings | None = None, *,

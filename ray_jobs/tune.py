@@ -2,7 +2,7 @@
 
     python -m ray_jobs.tune --data DIR --output OUT [--config configs/tune.yaml] [--num-samples N] [--resume] ...
 
-Each trial is a function trainable that fits `ray_jobs.train`'s TorchTrainer; `TuneReportCallback`
+Each trial is a function trainable that fits a training run's TorchTrainer (`ray_jobs.common`); `TuneReportCallback`
 hands every epoch's report to Tune, so ASHA can stop a poor trial after any epoch. The data are
 loaded once at the largest input size in the space and reach the trials through the object store.
 Writes OUT/best/ (ray_jobs.train's format), OUT/best_config.yaml (`ray_jobs.train --config` takes
@@ -32,8 +32,7 @@ from cvcore.config import CONFIG_FILE, ConfigParser, from_dict, run, save_config
 from cvcore.engine import TrainConfig
 from cvcore.errors import UserError
 from cvcore.search import DEFAULT_CONFIG, TuneRequest, fine_tuning_space
-from ray_jobs.common import export_best, init_ray, run_config, scaling_for
-from ray_jobs.train import build_trainer
+from ray_jobs.common import build_trainer, export_best, init_ray, run_config, scaling_for
 
 EXPERIMENT = "tune"
 TRAIN_RUN = "train"  # each trial's Train run, inside the trial's folder
@@ -117,7 +116,8 @@ def search(data: str | Path, output: str | Path, request: TuneRequest, *, resume
         )
     grid = tuner.fit()
     trials = [
-        grammar.TrialRecord(result.metrics["trial_id"], result.config, _reports(result), str(result.error) if result.error else "")
+        grammar.TrialRecord(result.metrics["trial_id"], result.config, [] if result.metrics_dataframe is None else
+                            result.metrics_dataframe.to_dict("records"), str(result.error) if result.error else "")  # fmt: skip
         for result in grid
     ]
     summary = pd.DataFrame(grammar.summary_rows(trials, request))
@@ -126,11 +126,6 @@ def search(data: str | Path, output: str | Path, request: TuneRequest, *, resume
     best = export(summary, grid, experiment, output)
     print(f"TensorBoard: tensorboard --logdir {experiment}")
     return summary, best
-
-
-def _reports(result: tune.Result) -> list[dict[str, Any]]:
-    history = result.metrics_dataframe
-    return [] if history is None else history.to_dict("records")
 
 
 def export(summary: pd.DataFrame, grid: tune.ResultGrid, experiment: str, output: Path) -> TrainConfig:

@@ -52,3 +52,18 @@ def ray_session():
         ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, configure_logging=False)
         yield ray
         ray.shutdown()
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """Run a command's `main` on argv as a user would; return its one-line error (exit 2, no traceback)."""
+    from cvcore.config import run
+
+    def fails(main, argv: list[str]) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            run(main, argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.startswith("error: ") and "Traceback" not in err
+        return err
+
+    return fails

@@ -12,7 +12,6 @@ from cvcore import search
 from cvcore.errors import UserError
 from cvcore.model import ModelSpec, build_model, save_checkpoint
 from ray_jobs import tune
-from ray_jobs.cli import run
 
 
 def test_the_space_grammar_gives_distributions_constants_and_largest_values():
@@ -54,15 +53,6 @@ def test_the_summary_ranks_trials_and_says_how_each_ended():
     assert math.isnan(rows[3]["best_val_mae"]) and rows[3]["error"] == "RuntimeError: out of memory"
 
 
-def fails_with(argv: list[str], capsys) -> str:
-    """Run the command line as a user would; return its one-line error."""
-    with pytest.raises(SystemExit) as exit_info:
-        run(tune.main, argv)
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err.startswith("error: ") and "Traceback" not in err
-    return err
-
-
 @pytest.mark.parametrize(
     "config_text, flags, message",
     [
@@ -84,10 +74,10 @@ def fails_with(argv: list[str], capsys) -> str:
         ("space: {lr: 0.001}", ["--max-epochs", "2", "--grace-period", "3"], "grace-period (3) cannot exceed max-epochs (2)"),
     ],
 )
-def test_bad_search_requests_are_one_line_errors(tmp_path, capsys, config_text, flags, message):
+def test_bad_search_requests_are_one_line_errors(tmp_path, cli_error, config_text, flags, message):
     config = tmp_path / "space.yaml"
     config.write_text(config_text)
-    err = fails_with(["--data", str(tmp_path), "--output", str(tmp_path / "out"), "--config", str(config), *flags], capsys)
+    err = cli_error(tune.main, ["--data", str(tmp_path), "--output", str(tmp_path / "out"), "--config", str(config), *flags])
     assert message in err
 
 

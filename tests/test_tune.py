@@ -17,7 +17,6 @@ import yaml
 
 from cvcore.model import load_model, read_meta
 from ray_jobs import prepare, tune
-from ray_jobs.cli import run
 
 pytestmark = pytest.mark.slow
 TARGETS = ["perspective_score_hood", "perspective_score_backdoor_left"]
@@ -98,27 +97,18 @@ def test_best_export_loads_predicts_and_describes_its_trial(searched, tiny_datas
     assert list((searched / "ray_results" / tune.EXPERIMENT).glob("*/events.out.tfevents.*"))
 
 
-def fails_with(argv: list[str], capsys) -> str:
-    """Run the command line as a user would; return its one-line error."""
-    with pytest.raises(SystemExit) as exit_info:
-        run(tune.main, argv)
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err.startswith("error: ") and "Traceback" not in err
-    return err
-
-
-def test_a_second_search_into_the_same_output_is_refused(searched, prepared_dir, capsys):
-    err = fails_with(["--data", str(prepared_dir), "--output", str(searched)], capsys)
+def test_a_second_search_into_the_same_output_is_refused(searched, prepared_dir, cli_error):
+    err = cli_error(tune.main, ["--data", str(prepared_dir), "--output", str(searched)])
     assert "already holds another search" in err and "--resume" in err
 
 
-def test_missing_data_and_requests_too_big_for_the_cluster_are_refused(prepared_dir, tmp_path, capsys, ray_session):
+def test_missing_data_and_requests_too_big_for_the_cluster_are_refused(prepared_dir, tmp_path, cli_error, ray_session):
     config = str(write_config(tmp_path / "space.yaml", num_samples=2, max_epochs=1))
-    err = fails_with(["--data", str(tmp_path / "nowhere"), "--output", str(tmp_path / "a"), "--config", config], capsys)
+    err = cli_error(tune.main, ["--data", str(tmp_path / "nowhere"), "--output", str(tmp_path / "a"), "--config", config])
     assert "nowhere" in err
-    err = fails_with(["--data", str(prepared_dir), "--output", str(tmp_path / "b"), "--config", config, "--workers-per-trial", "3"], capsys)
+    err = cli_error(tune.main, ["--data", str(prepared_dir), "--output", str(tmp_path / "b"), "--config", config, "--workers-per-trial", "3"])
     assert "do not fit this cluster" in err
-    err = fails_with(["--resume", "--data", str(prepared_dir), "--output", str(tmp_path / "c")], capsys)
+    err = cli_error(tune.main, ["--resume", "--data", str(prepared_dir), "--output", str(tmp_path / "c")])
     assert "no search to resume" in err
 
 
