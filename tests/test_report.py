@@ -131,3 +131,31 @@ def test_contact_sheet_command_draws_a_data_set_and_refuses_a_missing_one(tmp_pa
         run(contact_sheet.main, [str(tmp_path / "missing")])
     assert exit_info.value.code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_contact_sheets_open_photos_through_the_safe_decoder(tmp_path, monkeypatch):
+    """The pixel limit and the other checks of cvcore.image apply to the report's photos too: an image
+    over the limit becomes a "no image" tile instead of being decoded."""
+    import cvcore.report
+    from cvcore.image import decode_image
+    from tests.hostile import lossless_webp_rgba
+
+    frame = _frame(n=3)
+    (tmp_path / "imgs").mkdir()
+    _image(frame["filename"][0]).save(tmp_path / "imgs" / frame["filename"][0])
+    _image(frame["filename"][1]).save(tmp_path / "imgs" / frame["filename"][1])
+    (tmp_path / "imgs" / frame["filename"][2]).write_bytes(lossless_webp_rgba(9000, 8000))  # 72 MP in a few bytes
+    calls, refused = [], []
+
+    def spy(path, **kwargs):
+        calls.append((path.name, kwargs))
+        try:
+            return decode_image(path, **kwargs)
+        except Exception as err:
+            refused.append(str(err))
+            raise
+
+    monkeypatch.setattr(cvcore.report, "decode_image", spy)
+    dataset_contact_sheet(tmp_path, frame, TARGETS, tmp_path / "sheet.png", n=3, thumb=100)
+    assert sorted(name for name, _ in calls) == sorted(frame["filename"]) and all(kw == {"draft_size": 100} for _, kw in calls)
+    assert len(refused) == 1 and "over the limit" in refused[0]
