@@ -29,7 +29,7 @@ from cvcore.engine import TrainConfig  # noqa: E402
 from cvcore.model import read_meta  # noqa: E402
 from cvcore.synth import CHALLENGE_TARGETS, write_dataset  # noqa: E402
 from ray_jobs.cli import init_ray  # noqa: E402
-from ray_jobs.evaluate import evaluate  # noqa: E402
+from cvcore.evaluation import EvaluateConfig, evaluate  # noqa: E402
 from ray_jobs.prepare import prepare  # noqa: E402
 
 MAE_GOAL = 0.06
@@ -82,7 +82,7 @@ def main() -> None:
             raise SystemExit(f"{name} failed; see {run_dir}.log")
     wall = time.perf_counter() - started
 
-    results = {name: evaluate(run_dir / "best", prepared, run_dir / "report", split="test") for name, (_, run_dir) in processes.items()}
+    results = {name: evaluate(EvaluateConfig(str(run_dir / "best"), str(prepared), str(run_dir / "report"))) for name, (_, run_dir) in processes.items()}
     targets = list(CHALLENGE_TARGETS)
     scratch = min(
         (r for name, r in results.items() if name.startswith("from scratch")),

@@ -15,7 +15,7 @@ from pathlib import Path
 from cvcore import engine
 from cvcore.synth import CHALLENGE_TARGETS, write_dataset
 from ray_jobs.cli import init_ray
-from ray_jobs.evaluate import evaluate
+from cvcore.evaluation import EvaluateConfig, evaluate
 from ray_jobs.prepare import prepare
 from ray_jobs.train import train
 
@@ -58,7 +58,7 @@ def main() -> None:
     start = time.perf_counter()
     result = train(prepared_dir, run, cfg, targets=list(CHALLENGE_TARGETS))
     train_s = time.perf_counter() - start
-    metrics = evaluate(run / "best", prepared_dir, run / "report", split="test")
+    metrics = evaluate(EvaluateConfig(str(run / "best"), str(prepared_dir), str(run / "report")))
 
     epochs = len(result["history"])
     print(f"\nrendered {args.n} images in {render_s:.0f} s (0 = reused), prepared {sum(manifest['counts'].values())} in {prepare_s:.0f} s")
