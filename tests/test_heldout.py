@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.heldout.dataset import render_example
+
+from bench.heldout.dataset import image_name, render_example, write_dataset
 from bench.heldout.geometry import CarDesign, box_mesh
 from bench.heldout.parts import CANONICAL, DOOR, HOOD
 from bench.heldout.raster import Camera
@@ -93,3 +94,15 @@ def test_random_examples_are_deterministic_with_labels_in_range():
             assert part["score"] == 0.0 or part["score"] >= 0.02
             assert part["score"] == pytest.approx(part["visible_fraction"] * part["facing"], abs=2e-4)
         assert 480 <= min(first.image.shape[:2]) and max(first.image.shape[:2]) <= 1024
+
+
+def test_a_resumed_data_set_equals_one_written_in_one_go(tmp_path):
+    labels = write_dataset(tmp_path / "whole", 3, seed=5, workers=1, progress=False).read_text()
+    images = tmp_path / "whole" / "imgs"
+    first = (images / image_name(0)).read_bytes()
+    (images / image_name(1)).unlink()  # never rendered
+    (images / image_name(2)).write_bytes(first[: len(first) // 2])  # cut off by a kill
+    resumed = write_dataset(tmp_path / "whole", 3, seed=5, workers=1, progress=False, resume=True)
+    assert resumed.read_text() == labels
+    assert (images / image_name(0)).read_bytes() == first
+    assert (images / image_name(2)).read_bytes() == render_example(5, 2).jpeg_bytes()

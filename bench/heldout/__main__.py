@@ -1,6 +1,6 @@
 """Render a held-out data set (customer format, two challenge columns), print its label statistics, draw a contact sheet.
 
-    python -m bench.heldout --out data/heldout-4000 [--n 4000] [--seed 2026] [--workers 2] [--overwrite]
+    python -m bench.heldout --out data/heldout-4000 [--n 4000] [--seed 2026] [--workers 2] [--overwrite | --resume]
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2026, help="random seed; the data set depends only on it and --n (default 2026)")
     parser.add_argument("--workers", type=int, default=None, help="local processes (default: one per CPU core)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run into --out (same --seed): keep its photos, render the rest")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    csv = write_dataset(args.out, args.n, seed=args.seed, workers=args.workers, overwrite=args.overwrite)
+    csv = write_dataset(args.out, args.n, seed=args.seed, workers=args.workers, overwrite=args.overwrite, resume=args.resume)
     seconds = time.perf_counter() - start
     frame = pd.read_csv(csv)
     print(f"{args.n} photos in {seconds:.0f} s ({args.n / seconds:.2f} images/s): {csv}")

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 from tqdm import tqdm
 
 from cvcore.data import DEFAULT_CSV, FILENAME_COLUMN, IMAGE_DIR
 from cvcore.errors import UserError
 from cvcore.labels import CHALLENGE_PARTS, CHALLENGE_TARGETS, score_column
 
-from bench.heldout.render import Rendered, render
+from bench.heldout.render import Rendered, Scene, labels_only, render
 from bench.heldout.scene import random_scene
 
 _STREAM = zlib.crc32(b"bench.heldout")  # keeps this generator's random draws apart from any other's
@@ -32,9 +33,13 @@ RENDER_SCALE = 0.5
 the 2-core development box; the model sees 64 to 128 px of them)."""
 
 
+def _scene(seed: int, index: int) -> Scene:
+    return random_scene(np.random.default_rng([seed, index, _STREAM]))
+
+
 def render_example(seed: int, index: int) -> Rendered:
     """Example `index` of the held-out data set with this seed."""
-    return render(random_scene(np.random.default_rng([seed, index, _STREAM])), scale=RENDER_SCALE)
+    return render(_scene(seed, index), scale=RENDER_SCALE)
 
 
 def image_name(index: int) -> str:
@@ -42,28 +47,52 @@ def image_name(index: int) -> str:
 
 
 def _render_chunk(seed: int, indices: list[int], image_dir: str) -> list[dict]:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    """Render and write the photos of `indices`; a photo already there (a resumed run) only gets its labels."""
     rows = []
     for index in indices:
-        example = render_example(seed, index)
-        name = image_name(index)
-        Path(image_dir, name).write_bytes(example.jpeg_bytes())
-        rows.append({FILENAME_COLUMN: name, **{score_column(p): example.labels[p]["score"] for p in CHALLENGE_PARTS}})
+        path = Path(image_dir, image_name(index))
+        if path.is_file():
+            labels = labels_only(_scene(seed, index), scale=RENDER_SCALE)
+        else:
+            example = render_example(seed, index)
+            partial = path.with_suffix(".part")
+            partial.write_bytes(example.jpeg_bytes())
+            partial.replace(path)  # a killed run leaves no truncated photo behind
+            labels = example.labels
+        rows.append({FILENAME_COLUMN: path.name, **{score_column(p): labels[p]["score"] for p in CHALLENGE_PARTS}})
     return rows
 
 
+def _keep_readable(image_dir: Path) -> None:
+    """Delete what an interrupted run may have left unfinished: partial files and photos that do not decode."""
+    for path in image_dir.iterdir():
+        try:
+            if path.suffix != ".jpg":
+                raise OSError("not a photo")
+            with Image.open(path) as photo:
+                photo.load()
+        except OSError:
+            path.unlink()
+
+
 def write_dataset(out_dir: str | os.PathLike, n: int, *, seed: int = 2026, workers: int | None = None,
-                  progress: bool = True, overwrite: bool = False) -> Path:
-    """Render `n` photos into `out_dir/imgs/` and write `out_dir/car_imgs_4000.csv`; returns the CSV path."""
+                  progress: bool = True, overwrite: bool = False, resume: bool = False) -> Path:
+    """Render `n` photos into `out_dir/imgs/` and write `out_dir/car_imgs_4000.csv`; returns the CSV path.
+
+    `resume` continues an interrupted run with the same seed in `out_dir`: photos already there are
+    kept and only labelled again (labels do not depend on the shading), the others are rendered.
+    """
     out = Path(out_dir)
     if n < 1:
         raise UserError(f"n must be at least 1, got {n}")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise UserError(f"{out} is not empty; pass --overwrite to replace it")
-        shutil.rmtree(out)
     image_dir = out / IMAGE_DIR
-    image_dir.mkdir(parents=True)
+    if resume and image_dir.is_dir():
+        _keep_readable(image_dir)
+    elif out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(f"{out} is not empty; pass --overwrite to replace it or --resume to continue it")
+        shutil.rmtree(out)
+    image_dir.mkdir(parents=True, exist_ok=True)
     chunks = [list(range(start, min(start + _CHUNK, n))) for start in range(0, n, _CHUNK)]
     workers = max(1, min(workers or os.cpu_count() or 1, len(chunks)))
     bar = tqdm(total=n, desc="held-out renders", unit="img", disable=not progress, file=sys.stdout, mininterval=5)
