@@ -236,3 +236,25 @@ def test_label_statistics_stay_near_the_challenges():
         assert 35 <= target["zeros_pct"] <= 68
         assert 0.18 <= target["mean"] <= 0.4
         assert 0.28 <= target["std"] <= 0.45
+
+
+def test_lights_are_never_covered_by_plates_or_grilles():
+    """Seen from straight ahead and behind, both headlights and both taillights show whole, whatever their size."""
+    rng = np.random.default_rng(8)
+    narrow = random_car(rng, one_style("city_car"))
+    widest_plate = dataclasses.replace(
+        narrow.details, taillight_inner=0.35, headlight_inner=0.35, plate_size=(0.52, 0.11)
+    )
+    worst = dataclasses.replace(
+        narrow, width=1.6, chamfer=0.11, details=widest_plate
+    )  # lights reach furthest in, plates widest
+    mesh = car_mesh(worst)
+    for side in SIDES:
+        light = mesh.part == PART_IDS[f"taillight_{side}"]
+        assert np.abs(mesh.vertices[light][..., 1]).min() > 0.52 / 2
+    for car in [worst, *(random_car(rng) for _ in range(12))]:
+        for azimuth, lights in ((0, "headlight"), (180, "taillight")):
+            camera = Camera.orbit(car.centre, azimuth, 8, 2.2 * car.length, fov_deg=50, width=674, height=506)
+            labels = render_scene(car, camera).labels
+            for side in SIDES:
+                assert labels[f"visible_fraction_{lights}_{side}"] > 0.85, (car.style, car.details, lights, side)

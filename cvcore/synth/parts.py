@@ -139,7 +139,7 @@ def lights(b, car: CarShape, side: str, sy: float, geometry: dict) -> None:
         strip = (lamp_z[0], lamp_z[0] + look.indicator * (lamp_z[1] - lamp_z[0]))
         b.decal(wall((half, inner), (half, edge), *strip), headlight, AMBER, on=headlight, lift=0.008)
         b.decal(wall((half, edge), (half - 0.7 * ch, wrap), *strip), headlight, AMBER, on=headlight, lift=0.008)
-    inner = sy * look.taillight_inner * yi
+    inner = sy * max(look.taillight_inner * yi, look.plate_size[0] / 2 + 0.03)  # clear of the plate
     b.decal(wall((-half, inner), (-half, edge), *tail_z), taillight, look.taillight, on=tail_on)
     b.decal(wall((-half, edge), (-half + 0.7 * ch, wrap), *tail_z), taillight, look.taillight, on=fender_r)
     if look.reversing_light:
