@@ -210,9 +210,9 @@ def main() -> None:
 
     import ray
 
-    from serve.edge import EdgeSettings, ingress_env
+    from serve.edge import EdgeSettings, ingress_env, with_free_ports
 
-    os.environ.update(ingress_env(EdgeSettings(stats_port=free_port(), metrics_port=free_port())))  # read where Ray starts
+    os.environ.update(ingress_env(with_free_ports(EdgeSettings())))  # read where Ray starts
     port = free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"  # Train's placement-group cleaner finds the State API here
     ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, configure_logging=False, log_to_driver=False)

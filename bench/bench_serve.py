@@ -54,7 +54,7 @@ from cvcore.engine import TrainConfig  # noqa: E402
 from cvcore.model import ModelSpec, build_model, load_model, save_checkpoint  # noqa: E402
 from cvcore.synth import CHALLENGE_TARGETS, render_example  # noqa: E402
 from serve.app import AUTOSCALING, AppArgs, CarPartScorer, build_app  # noqa: E402
-from serve.edge import EdgeSettings, ingress_env  # noqa: E402
+from serve.edge import EdgeSettings, ingress_env, with_free_ports  # noqa: E402
 
 APP_NAME = "carpart"
 SAMPLE_INTERVAL_S = 1.0
@@ -75,7 +75,7 @@ class Case:
 
     def env(self) -> dict[str, str]:
         if self.ingress == "haproxy":
-            return ingress_env(EdgeSettings(stats_port=free_port(), metrics_port=free_port(), **self.edge))
+            return ingress_env(with_free_ports(EdgeSettings(**self.edge)))
         if self.ingress == "throughput":
             return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
         return {}

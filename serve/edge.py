@@ -30,11 +30,12 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import socket
 import stat
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 EDGE_DIR = Path(tempfile.gettempdir()) / "carpart-haproxy"
@@ -129,6 +130,15 @@ def apply_ingress_env(settings: EdgeSettings = EdgeSettings()) -> None:
     """`ingress_env` into this process's environment, keeping anything already set there."""
     for name, value in ingress_env(settings).items():
         os.environ.setdefault(name, value)
+
+
+def with_free_ports(settings: EdgeSettings) -> EdgeSettings:
+    """`settings` with HAProxy's stats and metrics ports on two different free ports, where several
+    Ray instances share a machine (tests, benchmarks)."""
+    with socket.socket() as stats, socket.socket() as metrics:
+        stats.bind(("127.0.0.1", 0))
+        metrics.bind(("127.0.0.1", 0))
+        return replace(settings, stats_port=stats.getsockname()[1], metrics_port=metrics.getsockname()[1])
 
 
 def wait_until_routed(url: str, timeout_s: float = 60) -> None:

@@ -35,7 +35,7 @@ from cvcore.errors import UserError
 from cvcore.intake import Decision, IntakeThresholds, Reason, human_name, judge, viewpoint
 from cvcore.model import ModelSpec, build_model, load_model, save_checkpoint
 from serve.app import AUTOSCALING, BACKPRESSURE, MAX_QUEUED_REQUESTS, REPLICA_ACTOR_OPTIONS, AppArgs, CarPartScorer, build_app
-from serve.edge import EdgeSettings, ingress_env, wait_until_routed
+from serve.edge import EdgeSettings, ingress_env, wait_until_routed, with_free_ports
 
 TARGETS = ["perspective_score_hood", "perspective_score_backdoor_left"]
 BODY_LIMIT = 300_000
@@ -103,7 +103,7 @@ def base_url(run_dir, free_port, tmp_path_factory):
     """One Ray instance behind the HAProxy ingress and two applications: an open one at / and one
     behind an API key at /secured, whose checkpoint is a file:// URI (copied into the replica's cache)."""
     # HAProxy's stats and metrics ports are fixed by default: other Ray instances on this machine may hold them.
-    settings = EdgeSettings(header_timeout_s=HEADER_TIMEOUT_S, stats_port=free_port(), metrics_port=free_port())
+    settings = with_free_ports(EdgeSettings(header_timeout_s=HEADER_TIMEOUT_S))
     edge = ingress_env(settings, tmp_path_factory.mktemp("edge"))
     port = free_port()
     with pytest.MonkeyPatch.context() as patch:
