@@ -4,7 +4,9 @@
 
 Renders random examples in this process only and divides by the process's CPU time, so the figure
 is per core and holds on a machine shared with other work (wall time is printed too). The goal is
-at least 20 images/s per core at 674x506, the real photos' size.
+at least 20 images/s per core at 674x506, the real photos' size. To see what a renderer change
+costs, run it alternately in worktrees of the old and the new code (`PYTHONPATH=<worktree>`): a
+shared machine's speed drifts by more than the difference between two runs minutes apart.
 """
 
 from __future__ import annotations
