@@ -13,7 +13,7 @@ from cvcore.data import read_dataset
 from cvcore.errors import DataError
 from cvcore.labels import SCORE_PREFIX
 from cvcore.report import dataset_contact_sheet
-from ray_jobs.cli import run
+from ray_jobs.cli import positive_int, run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,13 +23,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("data_dir", type=Path, help="data set folder: imgs/ + a CSV")
     parser.add_argument("--out", type=Path, help="PNG to write (default DATA_DIR/contact_sheet.png)")
-    parser.add_argument("--n", type=int, default=24, help="images on the sheet (default 24)")
+    parser.add_argument("--n", type=positive_int, default=24, help="images on the sheet (default 24)")
     parser.add_argument("--csv", dest="csv_name", help="CSV file name inside DATA_DIR (default car_imgs_4000.csv)")
     parser.add_argument("--targets", help=f"comma-separated score columns to show (default: {SCORE_PREFIX}*)")
     parser.add_argument("--seed", type=int, default=0, help="which images are picked (default 0)")
     args = parser.parse_args(argv)
-    if args.n < 1:
-        parser.error("--n must be at least 1")
     dataset = read_dataset(args.data_dir, args.csv_name, args.targets, check_images="none")
     if dataset.frame.empty:
         raise DataError(f"{args.data_dir} has no usable rows to draw; run ray_jobs.validate on it")

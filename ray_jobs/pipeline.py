@@ -2,8 +2,6 @@
 
     python -m ray_jobs.pipeline [--data DIR] [--output runs/pipeline] [--preset small]
 
-With no `--data`, a synthetic data set is rendered into data/synthetic-N (once). Training fine-tunes
-the shipped pretrained backbone unless `--from-scratch` (smoke: from scratch unless `--init-from`).
 Stages meet only through what a user hands over: folders (data, prepared data, checkpoint), the
 winning configuration (in memory), and the endpoint, built from `serve.app:build_app` as `serve run` does.
 """
@@ -56,8 +54,7 @@ def pipeline(data: Path | None, output: Path, preset: Preset, *, init_from: Path
     dataset.require_usable()
 
     stage("prepare (Ray Data)")
-    prepared = output / "prepared"
-    prepare(data, prepared, size=preset.image_size, targets=dataset.targets)
+    prepare(data, prepared := output / "prepared", size=preset.image_size, targets=dataset.targets)
 
     stage(f"tune: {preset.tune_samples} trials x up to {preset.tune_epochs} epochs (Ray Tune + ASHA)")
     request = tune_request(preset, dataset.targets, init_from)
