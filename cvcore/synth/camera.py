@@ -39,7 +39,7 @@ def random_camera(
 
     Azimuth density is 1 + 0.2 cos(a - 45) + 0.1 cos(2a) + 0.4 cos(4a): views along the car's axes
     (front, sides, rear) and the front-left three-quarter view are preferred. The default elevation
-    0.5 + 74.5 Beta(1.5, 5.2) degrees (mean about 17, 5 % above 40) keeps both challenge targets near
+    0.5 + 74.5 Beta(1.5, 5.2) degrees (mean about 17, 4 % above 40) keeps both challenge targets near
     the real data's label statistics (see bench/RESULTS.md). About a quarter of the shots frame the
     car's outline larger than the image (most of them crop it).
     """
