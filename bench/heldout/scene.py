@@ -200,6 +200,25 @@ def _clear(spot: np.ndarray, reach: float, eye: np.ndarray, blocked: list[tuple[
     return all(abs(spot[0] - c[0]) > hx + reach or abs(spot[1] - c[1]) > hy + reach for c, hx, hy in blocked)
 
 
+def _street_object(kind: str, rng: np.random.Generator) -> tuple[Surface, TriMesh, float]:
+    """A bollard, bush, bin or low wall at the origin: its surface, mesh and footprint radius."""
+    if kind == "bollard":
+        r, h = rng.uniform(0.05, 0.12), rng.uniform(0.7, 1.1)
+        profile = np.array([(0.0, h + r * 0.5), (r * 0.7, h + r * 0.35), (r, h), (r, 0.0), (0.0, 0.0)])
+        colour = (0.5, 0.5, 0.5) if rng.random() < 0.6 else (0.6, 0.45, 0.02)
+        return Surface("bollard", colour, pattern=int(rng.random() < 0.4)), lathe_mesh(profile, surface=0, segments=14), r
+    if kind == "bush":
+        radii = tuple(rng.uniform([0.35, 0.35, 0.5], [1.0, 1.0, 1.4]))
+        return Surface("bush", (0.06, 0.16, 0.04)), blob_mesh(radii, surface=0, rng=rng), max(radii[:2])
+    if kind == "bin":
+        size = tuple(rng.uniform([0.5, 0.5, 0.9], [0.8, 0.8, 1.3]))
+        colour = (0.05, 0.12, 0.05) if rng.random() < 0.5 else (0.12, 0.12, 0.13)
+        return Surface("trim", colour), box_mesh(size, surface=0), 0.5
+    size = (rng.uniform(1.5, 5.0), 0.25, rng.uniform(0.4, 1.0))
+    colour = (0.35, 0.12, 0.07) if rng.random() < 0.7 else (0.4, 0.38, 0.35)
+    return Surface("wall", colour), box_mesh(size, surface=0), size[0] / 2
+
+
 def random_scene(rng: np.random.Generator) -> Scene:
     """Car, photographer, surroundings and light of one held-out photo."""
     car = random_car(rng)
@@ -231,19 +250,7 @@ def random_scene(rng: np.random.Generator) -> Scene:
             blocked.append((spot, other.half_length + 0.1, other.width / 2 + 0.1))
     for _ in range(rng.choice(4, p=[0.35, 0.3, 0.2, 0.15])):  # things around the car, some in the way
         kind = _pick(rng, (("bollard", 0.35), ("bush", 0.3), ("bin", 0.15), ("wall", 0.2)))
-        if kind == "bollard":
-            r, h = rng.uniform(0.05, 0.12), rng.uniform(0.7, 1.1)
-            profile = np.array([(0.0, h + r * 0.5), (r * 0.7, h + r * 0.35), (r, h), (r, 0.0), (0.0, 0.0)])
-            surface, mesh, reach = Surface("bollard", (0.5, 0.5, 0.5) if rng.random() < 0.6 else (0.6, 0.45, 0.02), pattern=int(rng.random() < 0.4)), lathe_mesh(profile, surface=0, segments=14), r
-        elif kind == "bush":
-            radii = tuple(rng.uniform([0.35, 0.35, 0.5], [1.0, 1.0, 1.4]))
-            surface, mesh, reach = Surface("bush", (0.06, 0.16, 0.04)), blob_mesh(radii, surface=0, rng=rng), max(radii[:2])
-        elif kind == "bin":
-            size = tuple(rng.uniform([0.5, 0.5, 0.9], [0.8, 0.8, 1.3]))
-            surface, mesh, reach = Surface("trim", (0.05, 0.12, 0.05) if rng.random() < 0.5 else (0.12, 0.12, 0.13)), box_mesh(size, surface=0), 0.5
-        else:
-            size = (rng.uniform(1.5, 5.0), 0.25, rng.uniform(0.4, 1.0))
-            surface, mesh, reach = Surface("wall", (0.35, 0.12, 0.07) if rng.random() < 0.7 else (0.4, 0.38, 0.35)), box_mesh(size, surface=0), size[0] / 2
+        surface, mesh, reach = _street_object(kind, rng)
         mesh.surface[:] = len(surfaces)
         for _attempt in range(8):
             if rng.random() < 0.4:
@@ -268,10 +275,12 @@ def random_scene(rng: np.random.Generator) -> Scene:
         distance = rng.uniform(max(14.0, reach_eye + 8), 70)
         angle = rng.uniform(0, 2 * math.pi)
         size = tuple(rng.uniform([6, 6, 4], [30, 14, 25]))
-        colour = tuple(float(c) for c in np.asarray(_pick(rng, (((0.5, 0.45, 0.38), 0.4), ((0.6, 0.6, 0.58), 0.3), ((0.35, 0.15, 0.1), 0.3)))) * rng.uniform(0.8, 1.1))
+        facade = _pick(rng, (((0.5, 0.45, 0.38), 0.4), ((0.6, 0.6, 0.58), 0.3), ((0.35, 0.15, 0.1), 0.3)))
+        colour = tuple(float(c) for c in np.asarray(facade) * rng.uniform(0.8, 1.1))
         surfaces.append(Surface("building", colour, pattern=int(rng.integers(3))))
         building = box_mesh(size, surface=len(surfaces) - 1)
-        add(building.moved(math.degrees(angle) + 90 + rng.normal(0, 10), (distance * math.cos(angle), distance * math.sin(angle), 0.0)), False)
+        heading = math.degrees(angle) + 90 + rng.normal(0, 10)
+        add(building.moved(heading, (distance * math.cos(angle), distance * math.sin(angle), 0.0)), False)
     mesh = TriMesh.join(meshes)
     mesh.part[: len(meshes[0].part)] = meshes[0].part
     return Scene(mesh, surfaces, random_lighting(rng), camera, np.concatenate(casters), footprints)
