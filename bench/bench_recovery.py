@@ -213,6 +213,9 @@ def main() -> None:
     from serve.edge import EdgeSettings, ingress_env, with_free_ports
 
     os.environ.update(ingress_env(with_free_ports(EdgeSettings())))  # read where Ray starts
+    # A replica stopped between scenarios would drain 30 s for external load balancers, longer than
+    # serve.shutdown waits, and the next scenario would join the dying controller.
+    os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "1"
     port = free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"  # Train's placement-group cleaner finds the State API here
     ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, configure_logging=False, log_to_driver=False)
