@@ -13,7 +13,7 @@ from pathlib import Path
 
 import ray
 
-from ray_jobs.cli import init_ray
+from ray_jobs.common import init_ray
 from ray_jobs.prepare import prepare
 
 

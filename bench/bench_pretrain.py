@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 from cvcore.engine import TrainConfig  # noqa: E402
 from cvcore.model import read_meta  # noqa: E402
 from cvcore.synth import CHALLENGE_TARGETS, write_dataset  # noqa: E402
-from ray_jobs.cli import init_ray  # noqa: E402
+from ray_jobs.common import init_ray  # noqa: E402
 from cvcore.evaluation import EvaluateConfig, evaluate  # noqa: E402
 from ray_jobs.prepare import prepare  # noqa: E402
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cvcore import engine
 from cvcore.synth import CHALLENGE_TARGETS, write_dataset
-from ray_jobs.cli import init_ray
+from ray_jobs.common import init_ray
 from cvcore.evaluation import EvaluateConfig, evaluate
 from ray_jobs.prepare import prepare
 from ray_jobs.train import train

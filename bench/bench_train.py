@@ -21,7 +21,7 @@ from cvcore.image import resize_images
 from cvcore.model import ModelSpec, build_model
 from ray_jobs import prepare as prepare_job
 from ray_jobs import train as train_job
-from ray_jobs.cli import init_ray
+from ray_jobs.common import init_ray
 
 
 def plain_loop(images, labels, aspect, cfg: engine.TrainConfig, epochs: int, threads: int) -> float:

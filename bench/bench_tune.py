@@ -23,7 +23,7 @@ from cvcore import search as search_grammar
 from cvcore.synth import CHALLENGE_TARGETS, write_dataset
 from ray_jobs import prepare as prepare_job
 from ray_jobs import tune
-from ray_jobs.cli import init_ray
+from ray_jobs.common import init_ray
 
 EPOCH_SHARE_GOAL = 0.35
 MAE_GAP_GOAL = 0.05

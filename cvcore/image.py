@@ -15,8 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from cvcore.errors import ImageError
@@ -199,9 +197,13 @@ RESIZE_METHOD = "bilinear-antialias"
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     """Resample square uint8 images (N, S, S, 3) to another side, bilinear with antialiasing:
-    training's step from the prepared size to a model's input size."""
+    training's step from the prepared size to a model's input size. (torch is imported here, not
+    at the top: reading and validating data sets needs no torch.)"""
     if images.shape[1] == size:
         return images
+    import torch
+    import torch.nn.functional as F
+
     out = np.empty((len(images), size, size, 3), np.uint8)
     for start in range(0, len(images), 256):
         chunk = torch.tensor(images[start : start + 256]).permute(0, 3, 1, 2).float()  # a copy: inputs may be read-only

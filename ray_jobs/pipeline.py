@@ -21,7 +21,8 @@ from cvcore.labels import CHALLENGE_TARGETS
 from cvcore.presets import PRESETS, SYNTHETIC_DATA, PipelineConfig, Preset, final_training, tune_request
 from cvcore.synth import dataset_is_current, write_dataset
 from ray_jobs import tune as tune_job
-from ray_jobs.cli import init_ray, run
+from ray_jobs.cli import run
+from ray_jobs.common import init_ray
 from ray_jobs.prepare import prepare
 from ray_jobs.pretrain import SHIPPED_BACKBONE
 from ray_jobs.train import train

@@ -18,7 +18,8 @@ import pandas as pd
 from cvcore import prepared
 from cvcore.config import CONFIG_FILE, ConfigParser, save_config
 from cvcore.labels import SCORE_PREFIX
-from ray_jobs.cli import init_ray, run
+from ray_jobs.cli import run
+from ray_jobs.common import init_ray
 
 
 def write_shards_with_ray_data(frame: pd.DataFrame, images_dir: str, size: int, shards: Path) -> None:

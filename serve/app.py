@@ -176,6 +176,10 @@ class BatchPrediction(BaseModel):
     model: ModelInfo
 
 
+CLOSE = {"Connection": "close"}
+"""Sent with answers that leave part of a body unread: the connection ends with them."""
+
+
 class ApiError(Exception):
     """A problem with the request, answered as `{"error": {"code", "message"}}` with `status`."""
 
@@ -458,13 +462,13 @@ class CarPartScorer:
         deadline = asyncio.get_running_loop().time() + self.args.body_timeout_s
         if declared.isdigit() and int(declared) > limit:
             await self._drain(stream, deadline)
-            raise ApiError(413, "body_too_large", f"the body is {int(declared):,} bytes, over the limit of {limit:,}")
+            raise ApiError(413, "body_too_large", f"the body is {int(declared):,} bytes, over the limit of {limit:,}", CLOSE)
         received = 0
         while (chunk := await self._next_chunk(stream, deadline)) is not None:
             received += len(chunk)
             if received > limit:
                 await self._drain(stream, deadline)
-                raise ApiError(413, "body_too_large", f"the body is over the limit of {limit:,} bytes")
+                raise ApiError(413, "body_too_large", f"the body is over the limit of {limit:,} bytes", CLOSE)
             yield chunk
         if received == 0:
             raise ApiError(400, "empty_body", "the request body is empty")
@@ -479,7 +483,8 @@ class CarPartScorer:
         except ClientDisconnect:  # nobody reads the answer; 499 only tells the metrics (nginx's code)
             raise ApiError(499, "client_disconnected", "the client closed the connection") from None
         except TimeoutError:
-            raise ApiError(408, "request_timeout", f"the body did not arrive within {self.args.body_timeout_s:g} s") from None
+            # The rest of the body may still come: the connection cannot carry another request (RFC 9110 §15.5.9).
+            raise ApiError(408, "request_timeout", f"the body did not arrive within {self.args.body_timeout_s:g} s", CLOSE) from None
 
     async def _drain(self, stream: AsyncIterator[bytes], deadline: float) -> None:
         """Read and drop the rest of a refused body (at most DRAIN_LIMIT_BYTES, until `deadline`), so

@@ -4,7 +4,7 @@ would (SIGKILL, no clean-up):
 - a Ray Train worker killed mid-run: the worker group restarts from the latest checkpoint and the
   run finishes with every epoch reported exactly once (none lost, none redone) and best/ exported;
 - the Serve replica killed under load: Serve replaces it on its own; only the requests in flight
-  on it fail, at most 1 % of 30 s of traffic (the others wait for the new replica).
+  on it fail (at most one per client); every request sent after the kill waits for the new replica.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def reported_epochs(output: Path) -> list[int]:
 
 
 def test_training_survives_a_killed_worker(ray_session, tiny_dataset, tmp_path):
-    cfg = engine.TrainConfig(backbone="resnet10t", image_size=48, epochs=4, batch_size=8, warmup_epochs=0.5, aux_columns=[])
+    cfg = engine.TrainConfig(backbone="resnet10t", image_size=48, epochs=3, batch_size=8, warmup_epochs=0.5, aux_columns=[])
     kill: dict = {}
 
     def kill_a_worker_after_the_first_epoch():
@@ -127,9 +127,12 @@ def test_serve_replaces_a_killed_replica_under_load(ray_session, checkpoint, tin
     finally:
         serve.shutdown()
 
-    failed = sum(not ok for _, ok in outcomes)
-    print(f"{len(outcomes)} requests, {failed} failed ({failed / len(outcomes):.2%}); replica {victim} -> {replacement}")
-    assert failed <= clients, "only the requests in flight on the killed replica may fail; the others wait for the new one"
-    assert failed / len(outcomes) <= 0.01
+    failed = [sent for sent, ok in outcomes if not ok]
+    print(f"{len(outcomes)} requests, {len(failed)} failed, sent at {[round(s, 2) for s in failed]} s; kill at {kill_at} s; replica {victim} -> {replacement}")
+    # How many requests 30 s carry depends on the machine; what fails must not: only the requests in
+    # flight on the replica when it died (at most one per client), routed to it before the proxy can
+    # have learnt of its death; none sent a second or more after the kill.
+    assert len(failed) <= clients, "only the requests in flight on the killed replica may fail"
+    assert all(sent < kill_at + 1.0 for sent in failed), "a request sent after the kill failed instead of waiting for the new replica"
     after = [ok for sent, ok in outcomes if sent > seconds - 5]
     assert after and all(after), "the endpoint did not recover on its own"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import select
 import socket
 import struct
@@ -403,8 +404,9 @@ def test_hostile_uploads_get_their_4xx(client):
 
 
 def exchange(base_url: str, parts: list[bytes], pause_s: float = 0.0, timeout_s: float = 15.0) -> tuple[bytes, float]:
-    """Send `parts` (pausing between them) until the server answers, then read until it closes or
-    `timeout_s`. Returns the response bytes and the seconds until its first byte."""
+    """Send `parts` (pausing between them) until the server answers, then read the whole response
+    (its Content-Length), until the server closes or `timeout_s`. Returns the response bytes and the
+    seconds until its first byte."""
     host, port = base_url.removeprefix("http://").split(":")
     start = time.monotonic()
     with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
@@ -418,13 +420,20 @@ def exchange(base_url: str, parts: list[bytes], pause_s: float = 0.0, timeout_s:
         first = sock.recv(65536)
         elapsed = time.monotonic() - start
         response = first
-        while first:
+        while first and not complete(response):
             try:
                 first = sock.recv(65536)
             except OSError:
                 break
             response += first
     return response, elapsed
+
+
+def complete(response: bytes) -> bool:
+    """Whether `response` holds a whole HTTP response with a Content-Length."""
+    head, sep, body = response.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
+    return bool(sep and length and len(body) >= int(length.group(1)))
 
 
 def status_of(response: bytes) -> int:
