@@ -72,13 +72,14 @@ class Case:
     edge: dict[str, Any] = field(default_factory=dict)  # EdgeSettings fields (HAProxy)
     fixed_replicas: int | None = None  # None: build_app's autoscaling
     clients: int | None = None  # None: --clients
+    ray_env: dict[str, str] = field(default_factory=dict)  # more variables where Ray starts (Serve's switches)
 
     def env(self) -> dict[str, str]:
         if self.ingress == "haproxy":
-            return ingress_env(with_free_ports(EdgeSettings(**self.edge)))
+            return ingress_env(with_free_ports(EdgeSettings(**self.edge))) | self.ray_env
         if self.ingress == "throughput":
-            return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
-        return {}
+            return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"} | self.ray_env
+        return dict(self.ray_env)
 
 
 MATRIX = [
@@ -87,6 +88,7 @@ MATRIX = [
     Case("Python proxy, RAY_SERVE_THROUGHPUT_OPTIMIZED=1", ingress="throughput"),
     Case("HAProxy ingress (serve/edge.py)"),
     Case("HAProxy, one replica", fixed_replicas=1),
+    Case("HAProxy, one replica, replica logs to files only", fixed_replicas=1, ray_env={"RAY_SERVE_LOG_TO_STDERR": "0"}),
     Case("HAProxy, 4 threads (Ray's default)", edge={"threads": 4}),
     Case("HAProxy, batch 8 (max_ongoing 16)", app={"max_batch_size": 8}),
     Case("HAProxy, batch 32 (max_ongoing 64)", app={"max_batch_size": 32}),

@@ -96,6 +96,9 @@ class TrainConfig:
     file; nothing is downloaded"""
     freeze_backbone: bool = False
     """train only the head"""
+    backbone_lr_scale: float = 1.0
+    """learning rate of the backbone relative to the head's (0.1 with --init-from one of our checkpoints:
+    the new head learns at full speed while the pretrained features change slowly)"""
     seed: int = 0
     """random seed"""
     step: StepConfig = field(default_factory=StepConfig)
@@ -110,6 +113,8 @@ class TrainConfig:
                 raise UserError(f"{where}: {name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise UserError(f"{where}: lr must be positive, got {self.lr}")
+        if not 0 < self.backbone_lr_scale <= 10:
+            raise UserError(f"{where}: backbone_lr_scale must be in (0, 10], got {self.backbone_lr_scale}")
         if self.head not in ("auto", "direct", "decomposed"):
             raise UserError(f"{where}: head must be auto, direct or decomposed, got {self.head!r}")
         if self.step.loss not in LOSSES:

@@ -225,6 +225,18 @@ def build_model(
     return model
 
 
+def parameter_groups(model: PerspectiveModel, lr: float, backbone_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """Optimizer groups: the backbone's trainable weights at `lr * backbone_lr_scale`, the heads
+    (outputs, segmentation) at `lr`. One group when the scale is 1."""
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if backbone_lr_scale == 1.0:
+        return [{"params": [p for _, p in trainable], "lr": lr}]
+    head = {f"net.{name}" for name in _head_names(model.net)}
+    backbone = [p for name, p in trainable if name.startswith("net.") and name not in head]
+    heads = [p for name, p in trainable if not (name.startswith("net.") and name not in head)]
+    return [{"params": backbone, "lr": lr * backbone_lr_scale}, {"params": heads, "lr": lr}]
+
+
 def _head_names(net: nn.Module) -> set[str]:
     head = {id(p) for p in net.get_classifier().parameters()}
     return {name for name, p in net.named_parameters() if id(p) in head}

@@ -21,6 +21,7 @@ from cvcore.config import from_dict, load_yaml
 from cvcore.engine import TrainConfig
 from cvcore.errors import UserError
 from cvcore.model import read_meta
+from cvcore.training import FINE_TUNE_BACKBONE_LR_SCALE
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tune.yaml"
 DISTRIBUTIONS = ("choice", "uniform", "loguniform")
@@ -181,7 +182,8 @@ def fine_tuning_space(space: dict[str, Any], checkpoint: str | Path) -> dict[str
         print(f"--init-from {checkpoint}: every trial uses its backbone {meta['backbone']} instead of the space's {space['backbone']}")
     if space.get("lr", FINE_TUNE_LR_RANGE) != FINE_TUNE_LR_RANGE:
         print(f"--init-from {checkpoint}: learning rates {FINE_TUNE_LR_RANGE} instead of the space's {space['lr']}")
-    return {**space, "init_from": str(Path(checkpoint).resolve()), "backbone": meta["backbone"], "lr": FINE_TUNE_LR_RANGE}
+    fine_tuning = {"init_from": str(Path(checkpoint).resolve()), "backbone": meta["backbone"], "lr": FINE_TUNE_LR_RANGE}
+    return {"backbone_lr_scale": FINE_TUNE_BACKBONE_LR_SCALE, **space, **fine_tuning}
 
 
 def describe_search(request: TuneRequest, n_train: int, image_size: int, concurrent: int, cpus: float) -> str:

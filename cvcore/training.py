@@ -42,6 +42,7 @@ from cvcore.model import (
     load_checkpoint_model,
     load_state,
     load_weights,
+    parameter_groups,
     read_meta,
     save_checkpoint,
     unwrap,
@@ -55,6 +56,9 @@ STATE_FILE = "train_state.json"
 FINE_TUNE_LR = 1e-3
 """Default peak learning rate when fine-tuning (half of training from scratch): a pretrained
 backbone only needs to adapt, and measured here the scratch rate made validation MAE jump around."""
+FINE_TUNE_BACKBONE_LR_SCALE = 0.1
+"""Default backbone learning rate relative to the head's when fine-tuning: at the head's rate the
+first epochs undid the pretraining (validation MAE above the zero-shot one; bench/RESULTS.md)."""
 
 
 # ---------------------------------------------------------------- the training data
@@ -76,12 +80,13 @@ class TrainingData:
 
 def inherit_from_checkpoint(settings: dict[str, Any]) -> dict[str, Any]:
     """Fine-tuning from one of our checkpoints: its backbone and input size, and the fine-tuning
-    learning rate, unless set otherwise."""
+    learning rates, unless set otherwise."""
     source = settings.get("init_from")
     if not source or not Path(source).is_dir():
         return settings
     meta = read_meta(source)
-    return {"backbone": meta["backbone"], "image_size": meta["image_size"], "lr": FINE_TUNE_LR, **settings}
+    defaults = {"backbone": meta["backbone"], "image_size": meta["image_size"], "lr": FINE_TUNE_LR, "backbone_lr_scale": FINE_TUNE_BACKBONE_LR_SCALE}
+    return {**defaults, **settings}
 
 
 def with_absolute_init(cfg: engine.TrainConfig) -> engine.TrainConfig:
@@ -438,7 +443,7 @@ def train_worker(cfg: engine.TrainConfig, data: TrainingData, hooks: Hooks, devi
     model = build_model(spec, init_from=cfg.init_from, freeze_backbone=cfg.freeze_backbone)
     if cfg.step.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.lr, cfg.backbone_lr_scale), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = TrainState()
     if resume:
         saved_spec, weights = load_state(resume)

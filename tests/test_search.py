@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from cvcore import search
+from cvcore import search, training
 from cvcore.errors import UserError
 from cvcore.model import ModelSpec, build_model, save_checkpoint
 from ray_jobs import tune
@@ -34,7 +34,11 @@ def test_the_default_search_file_is_a_valid_request():
 def test_fine_tuning_pins_every_trial_to_the_checkpoint_backbone_and_fine_tuning_rates(tmp_path):
     save_checkpoint(tmp_path / "ckpt", build_model(ModelSpec("resnet10t", ["perspective_score_hood"], 32)))
     space = search.fine_tuning_space({"backbone": {"choice": ["resnet18", "resnet10t"]}, "lr": 0.01}, tmp_path / "ckpt")
-    assert space == {"backbone": "resnet10t", "lr": search.FINE_TUNE_LR_RANGE, "init_from": str((tmp_path / "ckpt").resolve())}
+    assert space == {
+        "backbone": "resnet10t", "lr": search.FINE_TUNE_LR_RANGE, "init_from": str((tmp_path / "ckpt").resolve()),
+        "backbone_lr_scale": training.FINE_TUNE_BACKBONE_LR_SCALE,
+    }  # fmt: skip
+    assert search.fine_tuning_space({"backbone_lr_scale": 0.5}, tmp_path / "ckpt")["backbone_lr_scale"] == 0.5
 
 
 def test_the_summary_ranks_trials_and_says_how_each_ended():

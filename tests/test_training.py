@@ -12,7 +12,7 @@ import torch
 
 from cvcore import engine, training
 from cvcore.errors import UserError
-from cvcore.model import load_model, read_meta, save_checkpoint, build_model, ModelSpec
+from cvcore.model import ModelSpec, build_model, load_model, parameter_groups, read_meta, save_checkpoint
 
 TARGETS = ["perspective_score_hood", "perspective_score_backdoor_left"]
 
@@ -67,9 +67,21 @@ def test_auxiliary_columns_are_chosen_by_name_and_scaled_on_the_training_split()
 
 def test_fine_tuning_inherits_backbone_size_and_rate_unless_given(tmp_path):
     save_checkpoint(tmp_path / "ck", build_model(ModelSpec("resnet10t", TARGETS, 40)))
-    settings = training.inherit_from_checkpoint({"init_from": str(tmp_path / "ck"), "lr": 0.01})
-    assert settings == {"backbone": "resnet10t", "image_size": 40, "lr": 0.01, "init_from": str(tmp_path / "ck")}
-    assert training.inherit_from_checkpoint({"init_from": str(tmp_path / "ck")})["lr"] == training.FINE_TUNE_LR
+    settings = training.inherit_from_checkpoint({"init_from": str(tmp_path / "ck"), "lr": 0.01, "backbone_lr_scale": 1.0})
+    assert settings == {"backbone": "resnet10t", "image_size": 40, "lr": 0.01, "backbone_lr_scale": 1.0, "init_from": str(tmp_path / "ck")}
+    defaults = training.inherit_from_checkpoint({"init_from": str(tmp_path / "ck")})
+    assert defaults["lr"] == training.FINE_TUNE_LR and defaults["backbone_lr_scale"] == training.FINE_TUNE_BACKBONE_LR_SCALE < 1
+
+
+def test_the_backbone_learns_at_its_scale_of_the_heads_rate():
+    model = build_model(ModelSpec("resnet10t", TARGETS, 32, mask_classes=3))
+    backbone, heads = parameter_groups(model, 1e-3, 0.1)
+    assert backbone["lr"] == pytest.approx(1e-4) and heads["lr"] == 1e-3
+    head_ids = {id(p) for p in [*model.net.get_classifier().parameters(), *model.seg_head.parameters()]}
+    assert {id(p) for p in heads["params"]} == head_ids
+    assert len(backbone["params"]) + len(heads["params"]) == len(list(model.parameters()))
+    [single] = parameter_groups(model, 1e-3)
+    assert single["lr"] == 1e-3 and len(single["params"]) == len(list(model.parameters()))
 
 
 @pytest.fixture(scope="module")
