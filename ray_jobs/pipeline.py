@@ -14,14 +14,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cvcore.config import CONFIG_FILE, ConfigParser, save_config
+from cvcore.config import CONFIG_FILE, ConfigParser, run, save_config
 from cvcore.data import read_dataset
 from cvcore.evaluation import EvaluateConfig, evaluate, summary
 from cvcore.labels import CHALLENGE_TARGETS
 from cvcore.presets import PRESETS, SYNTHETIC_DATA, PipelineConfig, Preset, final_training, tune_request
 from cvcore.synth import dataset_is_current, write_dataset
 from ray_jobs import tune as tune_job
-from ray_jobs.cli import run
 from ray_jobs.common import init_ray
 from ray_jobs.prepare import prepare
 from ray_jobs.pretrain import SHIPPED_BACKBONE

@@ -16,9 +16,8 @@ from typing import Any
 import pandas as pd
 
 from cvcore import prepared
-from cvcore.config import CONFIG_FILE, ConfigParser, save_config
+from cvcore.config import CONFIG_FILE, ConfigParser, run, save_config
 from cvcore.labels import SCORE_PREFIX
-from ray_jobs.cli import run
 from ray_jobs.common import init_ray
 
 
