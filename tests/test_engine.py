@@ -123,6 +123,7 @@ def test_warmup_cosine_schedule():
         ({"backbone": "resnet_nine"}, "'resnet_nine' is not a timm model name"),
         ({"epochs": 0}, "epochs must be at least 1"),
         ({"lr": 0.0}, "lr must be positive"),
+        ({"backbone_lr_scale": 0.0}, r"backbone_lr_scale must be in \(0, 10\]"),
         ({"step": engine.StepConfig(loss="hinge")}, "loss must be one of mse, l1, huber"),
     ],
 )
