@@ -232,8 +232,9 @@ def parameter_groups(model: PerspectiveModel, lr: float, backbone_lr_scale: floa
     if backbone_lr_scale == 1.0:
         return [{"params": [p for _, p in trainable], "lr": lr}]
     head = {f"net.{name}" for name in _head_names(model.net)}
-    backbone = [p for name, p in trainable if name.startswith("net.") and name not in head]
-    heads = [p for name, p in trainable if not (name.startswith("net.") and name not in head)]
+    backbone, heads = [], []
+    for name, p in trainable:
+        (backbone if name.startswith("net.") and name not in head else heads).append(p)
     return [{"params": backbone, "lr": lr * backbone_lr_scale}, {"params": heads, "lr": lr}]
 
 
