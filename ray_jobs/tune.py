@@ -68,7 +68,21 @@ def run_trial(config: dict[str, Any], *, data: training.TrainingData, scaling: r
     """One Tune trial: a training run whose every epoch's report is relayed to Tune. The Train run has a
     fixed place in the trial's folder, so a trial restarted by --resume continues from its checkpoint."""
     storage = f"{experiment_path}/{tune.get_context().get_trial_id()}"
+    replay_latest_epoch(f"{storage}/{TRAIN_RUN}")
     build_trainer(from_dict(TrainConfig, config), data, scaling, run_config(TRAIN_RUN, storage, keep=1, callbacks=[TuneReportCallback()])).fit()
+
+
+def replay_latest_epoch(train_run: str) -> None:
+    """On --resume, report the Train run's latest checkpointed epoch to Tune once more (marked
+    `replayed`): a killed driver's trials go on training for a moment, so an epoch can be checkpointed
+    whose report never reached Tune, and the continued run starts after it. A repeated epoch changes
+    neither ASHA's decisions (a rung records a trial once) nor the summary."""
+    try:
+        latest = ray.train.Result.from_path(train_run)
+    except RuntimeError:  # a first start: no run snapshot there yet
+        return
+    if latest.checkpoint is not None and latest.metrics:
+        tune.report({**latest.metrics, "replayed": True})
 
 
 def search(data: str | Path, output: str | Path, request: TuneRequest, *, resume: bool = False) -> tuple[pd.DataFrame, TrainConfig]:

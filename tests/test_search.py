@@ -49,12 +49,15 @@ def test_the_summary_ranks_trials_and_says_how_each_ended():
         search.TrialRecord("b", {"lr": 0.15}, [report(1, 0.4)]),
         search.TrialRecord("c", {"lr": 0.2}, [report(1, 0.1), report(2, 0.15, stop=True)]),
         search.TrialRecord("d", {"lr": 0.12}, [], error="Traceback...\nRuntimeError: out of memory"),
+        # resumed: epoch 2 replayed (its first report lost with a killed driver), then epoch 3
+        search.TrialRecord("e", {"lr": 0.11}, [report(1, 0.5), report(2, 0.45), report(2, 0.45), report(3, 0.42)]),
     ]
     rows = search.summary_rows(trials, request)
-    assert [r["trial_id"] for r in rows] == ["c", "a", "b", "d"]
-    assert [r["ended"] for r in rows] == ["trainer", "completed", "asha", "error"]
+    assert [r["trial_id"] for r in rows] == ["c", "a", "b", "e", "d"]
+    assert [r["ended"] for r in rows] == ["trainer", "completed", "asha", "completed", "error"]
+    assert rows[3]["last_epoch"] == 3 and rows[3]["best_epoch"] == 3
     assert rows[1]["best_epoch"] == 2 and rows[1]["best_val_mae"] == 0.2 and rows[1]["lr"] == 0.1
-    assert math.isnan(rows[3]["best_val_mae"]) and rows[3]["error"] == "RuntimeError: out of memory"
+    assert math.isnan(rows[4]["best_val_mae"]) and rows[4]["error"] == "RuntimeError: out of memory"
 
 
 @pytest.mark.parametrize(
