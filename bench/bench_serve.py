@@ -53,7 +53,7 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 from cvcore.engine import TrainConfig  # noqa: E402
 from cvcore.model import ModelSpec, build_model, load_model, save_checkpoint  # noqa: E402
 from cvcore.synth import CHALLENGE_TARGETS, render_example  # noqa: E402
-from serve.app import AUTOSCALING, AppArgs, CarPartScorer, build_app  # noqa: E402
+from serve.app import AUTOSCALING, REPLICA_ACTOR_OPTIONS, REPLICA_ENV, AppArgs, CarPartScorer, build_app  # noqa: E402
 from serve.edge import EdgeSettings, ingress_env, with_free_ports  # noqa: E402
 
 APP_NAME = "carpart"
@@ -73,6 +73,7 @@ class Case:
     fixed_replicas: int | None = None  # None: build_app's autoscaling
     clients: int | None = None  # None: --clients
     ray_env: dict[str, str] = field(default_factory=dict)  # more variables where Ray starts (Serve's switches)
+    replica_env: dict[str, str] = field(default_factory=dict)  # replaces serve.app.REPLICA_ENV's values on the replicas
 
     def env(self) -> dict[str, str]:
         if self.ingress == "haproxy":
@@ -88,7 +89,7 @@ MATRIX = [
     Case("Python proxy, RAY_SERVE_THROUGHPUT_OPTIMIZED=1", ingress="throughput"),
     Case("HAProxy ingress (serve/edge.py)"),
     Case("HAProxy, one replica", fixed_replicas=1),
-    Case("HAProxy, one replica, replica logs to files only", fixed_replicas=1, ray_env={"RAY_SERVE_LOG_TO_STDERR": "0"}),
+    Case("HAProxy, one replica, replica logs to stderr too (Serve's default)", fixed_replicas=1, replica_env={"RAY_SERVE_LOG_TO_STDERR": "1"}),
     Case("HAProxy, 4 threads (Ray's default)", edge={"threads": 4}),
     Case("HAProxy, batch 8 (max_ongoing 16)", app={"max_batch_size": 8}),
     Case("HAProxy, batch 32 (max_ongoing 64)", app={"max_batch_size": 32}),
@@ -222,9 +223,11 @@ async def bench_serve(args: argparse.Namespace, case: Case, checkpoint: str, pho
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         app_args = AppArgs(checkpoint=checkpoint, **case.app)
         if case.fixed_replicas:
+            actor_options = {**REPLICA_ACTOR_OPTIONS, "runtime_env": {"env_vars": REPLICA_ENV | case.replica_env}}
             app = CarPartScorer.options(
-                num_replicas=case.fixed_replicas, autoscaling_config=None, max_ongoing_requests=2 * app_args.max_batch_size
-            ).bind(app_args)
+                num_replicas=case.fixed_replicas, autoscaling_config=None, max_ongoing_requests=2 * app_args.max_batch_size,
+                ray_actor_options=actor_options,
+            ).bind(app_args)  # fmt: skip
         else:
             app = build_app(app_args)
         serve.run(app, name=APP_NAME, route_prefix="/")

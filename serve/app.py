@@ -92,10 +92,13 @@ AUTOSCALING = {
 }
 """Defaults for `serve run`, the same as serve/config.yaml: one replica per core on a 2-core
 machine; the short look-back makes a replica come within seconds of a burst."""
-REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
+REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_LOG_TO_STDERR": "0"}
 """Run the routes on the replica's own event loop instead of a second loop in another thread: about
-1.2 ms of CPU less per request (measured, bench/RESULTS.md). Safe because nothing in the request
-path blocks the loop: decoding and the forward pass run in threads."""
+1.2 ms of CPU less per request; safe because nothing in the request path blocks the loop (decoding
+and the forward pass run in threads). Write the replica's logs, one access line per request among
+them, to its files under the session's logs/serve/ only, not to stderr as well: 3 to 5 ms of CPU
+less per request (both measured, bench/RESULTS.md). What a user must see at start is said by
+`build_app` on the driver."""
 REPLICA_ACTOR_OPTIONS = {"num_cpus": 1, "runtime_env": {"env_vars": REPLICA_ENV}}
 """One CPU per replica (Ray then gives torch one thread), and REPLICA_ENV; serve/config.yaml says the same."""
 MAX_QUEUED_REQUESTS = 32
@@ -530,5 +533,8 @@ def build_app(args: AppArgs) -> Application:
     """
     if not is_uri(args.checkpoint):
         args = args.model_copy(update={"checkpoint": str(Path(args.checkpoint).expanduser().resolve())})
+    if args.allow_anonymous and not os.environ.get(args.api_key_env):  # the replicas' own warning goes to their log files
+        logger.warning("%s is not set here: unless the replicas' nodes have it, the service is OPEN, it accepts requests "
+                       "without an API key", args.api_key_env)  # fmt: skip
     actor_options = {**REPLICA_ACTOR_OPTIONS, "num_gpus": args.num_gpus} if args.num_gpus else REPLICA_ACTOR_OPTIONS
     return CarPartScorer.options(max_ongoing_requests=2 * args.max_batch_size, ray_actor_options=actor_options).bind(args)

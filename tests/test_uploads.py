@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import time
 
@@ -19,7 +20,7 @@ from cvcore.data import read_dataset
 from cvcore.errors import CheckpointError, ImageError, UserError
 from cvcore.image import MAX_JPEG_SCANS, decode_image, load_image
 from cvcore.model import ModelSpec, build_model, load_model, save_checkpoint
-from serve.app import ApiKeyCheck
+from serve.app import ApiKeyCheck, AppArgs, build_app
 from serve.replica_model import inference_device, load_replica_model, local_checkpoint
 from serve.uploads import SERVING_MAX_PIXELS, UploadPolicy, WrongMediaType, sniff_media_type
 
@@ -151,6 +152,23 @@ def test_a_replica_without_api_key_refuses_to_start_unless_anonymous_is_allowed(
     assert ApiKeyCheck.from_env("CARPART_TEST_NO_KEY", allow_anonymous=True).expected is None
     monkeypatch.setenv("CARPART_TEST_NO_KEY", "k")
     assert ApiKeyCheck.from_env("CARPART_TEST_NO_KEY", allow_anonymous=False).expected == b"k"
+
+
+def test_serve_run_says_on_the_driver_that_a_service_without_key_is_open(monkeypatch, tmp_path):
+    """The replicas log to their files only (REPLICA_ENV), so the warning a user must see is said where they are."""
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logging.getLogger("ray.serve").addHandler(handler)
+    try:
+        monkeypatch.setenv("CARPART_TEST_KEY", "k")
+        build_app(AppArgs(checkpoint=str(tmp_path), api_key_env="CARPART_TEST_KEY"))
+        assert lines == []
+        monkeypatch.delenv("CARPART_TEST_KEY")
+        build_app(AppArgs(checkpoint=str(tmp_path), api_key_env="CARPART_TEST_KEY"))
+        assert len(lines) == 1 and "CARPART_TEST_KEY is not set" in lines[0] and "OPEN" in lines[0]
+    finally:
+        logging.getLogger("ray.serve").removeHandler(handler)
 
 
 @pytest.fixture(scope="module")
