@@ -112,7 +112,7 @@ def main() -> None:
 
 def print_curve(output: Path) -> None:
     """The pretraining's own curve from its metrics.jsonl."""
-    from cvcore.training import read_history
+    from cvcore.runlog import read_history
 
     history = read_history(output)
     if not history:

@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
 from cvcore import engine  # noqa: E402
 from cvcore.model import ModelSpec, build_model, save_checkpoint  # noqa: E402
+from cvcore.runlog import HISTORY_FILE  # noqa: E402
 from cvcore.synth import write_dataset  # noqa: E402
 from ray_jobs import train  # noqa: E402
 
@@ -79,7 +80,7 @@ def wait_for_new(class_name: str, old: set[int], timeout: float) -> float:
 
 def bench_training(data: Path, output: Path, epochs: int) -> list[Row]:
     cfg = engine.TrainConfig(backbone="resnet10t", image_size=64, epochs=epochs, batch_size=16, warmup_epochs=0.5, aux_columns=[])
-    history = output / train.HISTORY_FILE
+    history = output / HISTORY_FILE
     arrivals: list[tuple[int, float]] = []  # (epoch, monotonic time the line appeared)
     events: dict[str, float] = {}
     done = threading.Event()

@@ -50,7 +50,6 @@ from cvcore.model import (
 
 METRIC = "val_mae"
 """What the best checkpoint, early stopping and the search go by (lower is better)."""
-HISTORY_FILE = "metrics.jsonl"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "train_state.json"
 FINE_TUNE_LR = 1e-3
@@ -478,7 +477,7 @@ def train_worker(cfg: engine.TrainConfig, data: TrainingData, hooks: Hooks, devi
     return run_epochs(fit, batches, val_loader, data.targets, plan, state, hooks, score=flat_metrics, save=save, describe=describe)
 
 
-# ---------------------------------------------------------------- the run's record and placement
+# ---------------------------------------------------------------- placement and export
 
 
 @dataclass
@@ -499,39 +498,6 @@ class RunSettings:
     """Ray run name; the same name resumes"""
     max_failures: int = 2
     """worker-group restarts from the latest checkpoint"""
-
-
-
-class RunLog:
-    """A run's reports as TensorBoard scalars (OUTPUT/tensorboard) and lines of OUTPUT/metrics.jsonl."""
-
-    def __init__(self, output: str | Path):
-        self.output = Path(output)
-        self.writer = None
-
-    def write(self, report: dict[str, Any]) -> None:
-        from torch.utils.tensorboard import SummaryWriter  # slow to import; only runs that report need it
-
-        if self.writer is None:
-            self.writer = SummaryWriter(str(self.output / "tensorboard"))
-        for key, value in report.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                self.writer.add_scalar(key, value, report["epoch"])
-        self.writer.flush()
-        with open(self.output / HISTORY_FILE, "a") as f:
-            f.write(json.dumps(report) + "\n")
-
-
-def read_history(output: str | Path) -> list[dict[str, Any]]:
-    """Per-epoch metrics of the run in `output`, the latest report of each epoch (a resume repeats none)."""
-    path = Path(output) / HISTORY_FILE
-    if not path.is_file():
-        return []
-    by_epoch = {}
-    for line in path.read_text().splitlines():
-        report = json.loads(line)
-        by_epoch[report["epoch"]] = report
-    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
 def export_checkpoint(source: str | Path, destination: Path, *, serving: bool = True, half: bool = False, with_state: bool = False) -> None:

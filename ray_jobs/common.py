@@ -107,17 +107,6 @@ def run_config(name: str, storage: str, *, keep: int = 2, max_failures: int = 0,
     )
 
 
-class RunLogCallback(ray.train.UserCallback):
-    """Every report to OUTPUT's TensorBoard events and metrics.jsonl (`training.RunLog`). It runs in the
-    Train controller, which Ray pins to the driver's node, so the files land beside the job's other outputs."""
-
-    def __init__(self, output: str):
-        self.log = training.RunLog(output)
-
-    def after_report(self, run_context, metrics, checkpoint):
-        self.log.write(metrics[0])
-
-
 class RayTrainHooks(training.Hooks):
     """The epoch runner inside a Ray Train worker: DDP, all-reduce over the group, reports with checkpoints."""
 
@@ -166,7 +155,8 @@ def latest_checkpoint() -> contextlib.AbstractContextManager[str | None]:
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     cfg = from_dict(TrainConfig, config["train"])
     hooks, device = start_worker(cfg.step, cfg.seed, config["cpus_per_worker"])
-    data = replace(config["data"], splits=ray.get(config["data"].splits))  # every node fetches the arrays from the object store
+    data = ray.get(config["data"])
+    data = replace(data, splits=ray.get(data.splits))  # every node fetches the arrays from the object store
     with latest_checkpoint() as folder:
         training.train_worker(cfg, data, hooks, device, resume=folder)
 
@@ -175,7 +165,8 @@ def build_trainer(cfg: TrainConfig, data: training.TrainingData, scaling: ray.tr
     """The TorchTrainer of one training run (`data.splits` already in the object store); Tune's trials build it too."""
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": asdict(cfg), "data": data, "cpus_per_worker": scaling.resources_per_worker["CPU"]},
+        # Plain values and a ref: the controller unpickles the config, and it starts faster without torch and timm.
+        train_loop_config={"train": asdict(cfg), "data": ray.put(data), "cpus_per_worker": scaling.resources_per_worker["CPU"]},
         scaling_config=scaling,
         run_config=run,
     )

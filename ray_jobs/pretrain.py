@@ -25,7 +25,9 @@ from ray.train.torch import TorchTrainer
 from cvcore import pretrain as dense
 from cvcore import training
 from cvcore.config import CONFIG_FILE, ConfigParser, from_dict, run, save_config
-from ray_jobs.common import RunLogCallback, export_best, init_ray, latest_checkpoint, run_config, scaling_for, start_worker
+from cvcore.runlog import read_history
+from ray_jobs.common import export_best, init_ray, latest_checkpoint, run_config, scaling_for, start_worker
+from ray_jobs.run_log import RunLogCallback
 
 SHIPPED_BACKBONE = Path(__file__).resolve().parents[1] / "pretrained" / "regnetx_002-64"
 """Made by this job (pretrained/README.md has the command); what fine-tuning starts from by default."""
@@ -81,7 +83,7 @@ def pretrain(output: str | Path, cfg: dense.PretrainConfig, settings: dense.Pret
     metrics = export_best(trainer.fit(), output / "best", serving=False, half=True, with_state=True)
     print(f"best after {int(metrics['images_seen'])} images: val MAE {metrics[training.METRIC]:.4f} (challenge targets)")
     print(f"pretrained checkpoint (float16): {output / 'best'}; fine-tune it with ray_jobs.train --init-from, continue it with --resume-from")
-    return {"best": metrics, "history": training.read_history(output)}
+    return {"best": metrics, "history": read_history(output)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,20 +21,10 @@ import pandas as pd
 
 from cvcore.data import DEFAULT_CSV, IMAGE_DIR
 from cvcore.report import dataset_contact_sheet
-from cvcore.synth import (
-    CHALLENGE_TARGETS,
-    DISTRIBUTIONS,
-    MASK_DIR,
-    PARTS,
-    format_label_stats,
-    label_stats,
-    write_dataset,
-)
+from cvcore.synth import CHALLENGE_TARGETS, DISTRIBUTIONS, MASK_DIR, PARTS, format_label_stats, label_stats, write_dataset
 from ray_jobs.cli import non_negative_int, positive_int, run
 
-REAL_STATS = (
-    "real challenge set (4000 photos): ~52 % zeros, mean ~0.30, std ~0.38, max ~0.93, weak negative correlation"
-)
+REAL_STATS = "real challenge set (4000 photos): ~52 % zeros, mean ~0.30, std ~0.38, max ~0.93, weak negative correlation"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,14 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"also write perspective_score_, visible_fraction_ and facing_ columns for all {len(PARTS)} parts "
         "and the camera's azimuth, elevation and distance",
     )
-    parser.add_argument(
-        "--masks",
-        action="store_true",
-        help=f"also write {MASK_DIR}/<image stem>.png (uint8 part ids, 0 = not the car) and {MASK_DIR}/parts.json",
-    )
-    parser.add_argument(
-        "--csv-name", default=DEFAULT_CSV, metavar="NAME", help=f"label file name inside DIR (default: {DEFAULT_CSV})"
-    )
+    parser.add_argument("--masks", action="store_true",
+                        help=f"also write {MASK_DIR}/<image stem>.png (uint8 part ids, 0 = not the car) and {MASK_DIR}/parts.json")  # fmt: skip
+    parser.add_argument("--csv-name", default=DEFAULT_CSV, metavar="NAME", help=f"label file name inside DIR (default: {DEFAULT_CSV})")
     parser.add_argument(
         "--size",
         type=_image_size,
@@ -84,11 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="render every image at this size (default: varied sizes from 480x640 to 1024x768, portrait and landscape, "
         "674x506 like the real photos most often)",
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace a different data set already in DIR (its imgs/, masks/ and CSV)",
-    )
+    parser.add_argument("--overwrite", action="store_true", help="replace a different data set already in DIR (its imgs/, masks/ and CSV)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -106,18 +87,9 @@ def _image_size(text: str) -> tuple[int, int]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     csv_path = write_dataset(
-        args.out,
-        args.n,
-        seed=args.seed,
-        workers=args.workers,
-        extended=args.extended,
-        masks=args.masks,
-        progress=not args.quiet,
-        csv_name=args.csv_name,
-        image_size=args.size,
-        overwrite=args.overwrite,
-        distribution=args.distribution,
-    )
+        args.out, args.n, seed=args.seed, workers=args.workers, extended=args.extended, masks=args.masks, progress=not args.quiet,
+        csv_name=args.csv_name, image_size=args.size, overwrite=args.overwrite, distribution=args.distribution,
+    )  # fmt: skip
     print(f"wrote {args.n} images to {args.out / IMAGE_DIR} and labels to {csv_path}")
     frame = pd.read_csv(csv_path)
     print(format_label_stats(label_stats(frame, list(CHALLENGE_TARGETS))))

@@ -19,7 +19,9 @@ import ray
 from cvcore import training
 from cvcore.config import CONFIG_FILE, ConfigParser, run, save_config
 from cvcore.engine import TrainConfig
-from ray_jobs.common import RunLogCallback, build_trainer, export_best, init_ray, run_config, scaling_for
+from cvcore.runlog import read_history
+from ray_jobs.common import build_trainer, export_best, init_ray, run_config, scaling_for
+from ray_jobs.run_log import RunLogCallback
 
 
 def train(data: str | Path, output: str | Path, cfg: TrainConfig, settings: training.RunSettings | None = None, *,
@@ -43,7 +45,7 @@ def train(data: str | Path, output: str | Path, cfg: TrainConfig, settings: trai
     metrics = export_best(result, output / "best")
     print(f"best epoch {int(metrics['epoch'])}: val MAE {metrics[training.METRIC]:.4f}, R2 {metrics['val_r2']:.3f}; checkpoint: "
           f"{output / 'best'}\nTensorBoard: tensorboard --logdir {output / 'tensorboard'}")  # fmt: skip
-    return {"best": metrics, "history": training.read_history(output)}
+    return {"best": metrics, "history": read_history(output)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,7 @@ import ray
 import yaml
 
 from cvcore.model import read_meta
-from cvcore.training import read_history
+from cvcore.runlog import read_history
 from ray_jobs import tune
 
 REPO = Path(__file__).resolve().parents[1]

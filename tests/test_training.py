@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from cvcore import engine, training
+from cvcore import engine, runlog, training
 from cvcore.errors import UserError
 from cvcore.model import ModelSpec, build_model, load_model, parameter_groups, read_meta, save_checkpoint
 
@@ -127,8 +127,8 @@ def test_the_time_budget_stops_the_run_and_says_why(data, tmp_path, capsys):
 
 
 def test_the_run_log_keeps_the_latest_report_of_each_epoch(tmp_path):
-    log = training.RunLog(tmp_path)
+    log = runlog.RunLog(tmp_path)
     for epoch, mae in [(1, 0.3), (2, 0.2), (2, 0.25), (3, 0.1)]:
         log.write({"epoch": epoch, "val_mae": mae})
-    assert [(h["epoch"], h["val_mae"]) for h in training.read_history(tmp_path)] == [(1, 0.3), (2, 0.25), (3, 0.1)]
+    assert [(h["epoch"], h["val_mae"]) for h in runlog.read_history(tmp_path)] == [(1, 0.3), (2, 0.25), (3, 0.1)]
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
