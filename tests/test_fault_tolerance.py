@@ -134,6 +134,8 @@ def test_serve_replaces_a_killed_replica_under_load(ray_session, checkpoint, tin
     # have learnt of its death; none sent a second or more after the kill.
     assert len(failed) <= clients, "only the requests in flight on the killed replica may fail"
     assert all(sent < kill_at + 1.0 for sent in failed), "a request sent after the kill failed instead of waiting for the new replica"
-    # How long the new replica takes depends on the machine too: the requests sent after the kill wait
-    # for it, and at least one must be answered (the line above says none failed).
-    assert any(ok for sent, ok in outcomes if sent >= kill_at + 1.0), "the endpoint did not recover on its own"
+    # How long the new replica takes depends on the machine too (Serve notices the death at its next
+    # health check, then the replica starts: 15-25 s here). The requests sent after the last failure
+    # wait for it, and every one of them is answered.
+    later = [ok for sent, ok in outcomes if sent > max(failed, default=kill_at)]
+    assert later and all(later), "the endpoint did not recover on its own"
