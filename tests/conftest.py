@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -54,6 +55,11 @@ def ray_session():
         ray.shutdown()
 
 
+RAY_FORWARDED_LINE = re.compile(r"^(\x1b\[[0-9;]*m)?\((raylet|[\w:.-]+ pid=\d+[^)]*)\)(\x1b\[0m)? ")
+"""A line Ray's log monitor copies to this driver from another process of the module's Ray session,
+"(raylet) ..." or "(SomeActor pid=N) ...": it may land between a command's own lines at any time."""
+
+
 @pytest.fixture
 def cli_error(capsys):
     """Run a command's `main` on argv as a user would; return its one-line error (exit 2, no traceback)."""
@@ -62,7 +68,7 @@ def cli_error(capsys):
     def fails(main, argv: list[str]) -> str:
         with pytest.raises(SystemExit) as exit_info:
             run(main, argv)
-        err = capsys.readouterr().err
+        err = "".join(line for line in capsys.readouterr().err.splitlines(keepends=True) if not RAY_FORWARDED_LINE.match(line))
         assert exit_info.value.code == 2 and err.startswith("error: ") and "Traceback" not in err
         return err
 
