@@ -27,7 +27,7 @@ from cvcore import training
 from cvcore.config import CONFIG_FILE, ConfigParser, from_dict, run, save_config
 from cvcore.runlog import read_history
 from ray_jobs.common import export_best, init_ray, latest_checkpoint, run_config, scaling_for, start_worker
-from ray_jobs.run_log import RunLogCallback
+from ray_jobs.runlog import RunLogCallback
 
 SHIPPED_BACKBONE = Path(__file__).resolve().parents[1] / "pretrained" / "regnetx_002-64"
 """Made by this job (pretrained/README.md has the command); what fine-tuning starts from by default."""

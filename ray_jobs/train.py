@@ -21,7 +21,7 @@ from cvcore.config import CONFIG_FILE, ConfigParser, run, save_config
 from cvcore.engine import TrainConfig
 from cvcore.runlog import read_history
 from ray_jobs.common import build_trainer, export_best, init_ray, run_config, scaling_for
-from ray_jobs.run_log import RunLogCallback
+from ray_jobs.runlog import RunLogCallback
 
 
 def train(data: str | Path, output: str | Path, cfg: TrainConfig, settings: training.RunSettings | None = None, *,

@@ -73,8 +73,8 @@ def run_trial(config: dict[str, Any], *, data: training.TrainingData, scaling: r
 
 
 def replay_latest_epoch(train_run: str) -> None:
-    """On --resume, report the Train run's latest checkpointed epoch to Tune once more (marked
-    `replayed`): a killed driver's trials go on training for a moment, so an epoch can be checkpointed
+    """When a trial restarted by --resume finds its Train run, report the run's latest checkpointed epoch
+    to Tune once more (marked `replayed`; a first start finds none): a killed driver's trials go on training for a moment, so an epoch can be checkpointed
     whose report never reached Tune, and the continued run starts after it. A repeated epoch changes
     neither ASHA's decisions (a rung records a trial once) nor the summary."""
     try:
