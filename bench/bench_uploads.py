@@ -86,7 +86,7 @@ def main() -> None:
         ("lossless WebP 4000x4000 RGBA (16 MP)", hostile.lossless_webp_rgba(4000, 4000), "image/webp"),
         ("16-bit grey PNG 4000x4000 (16 MP)", hostile.grey16_png(4000, 4000), "image/png"),
     ]
-    print(f"\n| upload | bytes | CPU (s) | peak extra memory (MB) | outcome |\n|---|---:|---:|---:|---|")
+    print("\n| upload | bytes | CPU (s) | peak extra memory (MB) | outcome |\n|---|---:|---:|---:|---|")
     for name, data, media_type in cases:
         cpu, memory, outcome = run_case(data, media_type, args.image_size, args.timeout)
         print(f"| {name} | {len(data):,} | {cpu:.2f} | {memory:.0f} | {outcome} |", flush=True)

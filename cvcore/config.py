@@ -286,3 +286,14 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
     return value
+
+
+def frame_size(text: str) -> tuple[int, int]:
+    """argparse type: WIDTHxHEIGHT of rendered images, each side 16 to 4096 pixels."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 674x506, got {text!r}") from None
+    if not (16 <= width <= 4096 and 16 <= height <= 4096):
+        raise argparse.ArgumentTypeError(f"each side must be between 16 and 4096 pixels, got {text!r}")
+    return width, height

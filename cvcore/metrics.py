@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+METRIC = "val_mae"
+"""What the best checkpoint, early stopping and the search go by (lower is better)."""
 WITHIN = (0.05, 0.1)
 METRIC_KEYS = ("mae", "rmse", "r2", *(f"within_{tol}" for tol in WITHIN))
 

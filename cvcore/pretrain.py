@@ -94,17 +94,6 @@ def check(cfg: PretrainConfig) -> None:
     engine.TrainConfig(backbone=cfg.backbone, image_size=cfg.image_size, batch_size=cfg.batch_size, lr=cfg.lr).check("pretraining settings")
 
 
-def render_size(text: str) -> tuple[int, int]:
-    """argparse type: WIDTHxHEIGHT of the renders."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 160x120, got {text!r}") from None
-    if min(width, height) < 16:
-        raise argparse.ArgumentTypeError(f"renders must be at least 16 px a side, got {text!r}")
-    return width, height
-
-
 def cpu_share(text: str) -> float:
     """argparse type: CPUs of one render task."""
     try:

@@ -337,7 +337,7 @@ def _metrics_table(metrics: dict, baseline: dict, names: dict[str, str]) -> str:
 def _decisions_table(decisions: dict, names: dict[str, str]) -> str:
     """Accept/retake at the serving threshold against the true labels, per part and on average."""
     head = "".join(f"<th>{_HEADINGS[k]}</th>" for k in DECISION_KEYS)
-    rows = [f'<tr class="mean"><td class="name">mean over targets</td><td></td><td></td>'
+    rows = ['<tr class="mean"><td class="name">mean over targets</td><td></td><td></td>'
             + "".join(f"<td>{_fmt(k, decisions['mean'][k])}</td>" for k in DECISION_KEYS) + "</tr>"]
     for target, name in names.items():
         values = decisions["targets"][target]

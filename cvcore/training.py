@@ -4,7 +4,7 @@
 (streamed renders): train an epoch, score the held-out set, combine the workers' sums, stop early
 or not, report and checkpoint. What differs between launchers goes through `Hooks` (rank, world
 size, all-reduce, report with a checkpoint); the base class runs in one process, `DirectoryHooks`
-keeps checkpoints in a folder, and `ray_jobs.common.RayTrainHooks` hands them to Ray Train.
+keeps checkpoints in a folder, and `ray_jobs.worker.RayTrainHooks` hands them to Ray Train.
 A checkpoint holds model.safetensors + model.json and, for continuing, optimizer.safetensors +
 train_state.json (tensors in safetensors, the rest in JSON: nothing is unpickled).
 """
@@ -32,7 +32,7 @@ from cvcore.config import positive_int
 from cvcore.errors import CheckpointError, UserError
 from cvcore.image import resize_images
 from cvcore.labels import part_of
-from cvcore.metrics import MetricSums
+from cvcore.metrics import METRIC, MetricSums
 from cvcore.model import (
     ModelSpec,
     build_model,
@@ -48,8 +48,6 @@ from cvcore.model import (
     unwrap,
 )
 
-METRIC = "val_mae"
-"""What the best checkpoint, early stopping and the search go by (lower is better)."""
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "train_state.json"
 FINE_TUNE_LR = 1e-3

@@ -1,42 +1,34 @@
 """What train, tune and pretrain share of Ray: joining the cluster, sizing workers, a Train run's
-configuration, the report/all-reduce/checkpoint hooks of the epoch runner, the training run's
-TorchTrainer (train and every tune trial), exporting the best checkpoint.
+configuration, the training run's TorchTrainer, Tune's trial (a training run), exporting the best checkpoint.
 
-Output a person reads is one line per epoch (printed by rank 0). Ray Train's own INFO chatter
-stays in its log files under the session's logs/train/: `ray.train.LoggingConfig(log_level="WARNING")`
-keeps the `ray.train` loggers off the console, `quiet_console` the workers' other Ray INFO records
-("Reporting training result ..."), configs/ray_data_logging.yaml Ray Data's (in a Ray that
-`init_ray` starts), and RAY_TRAIN_ENABLE_PRINT_PATCH=0 lets a worker's print reach
-the console once, as itself, instead of also through Train's logger.
+Tune's trial actors and Train's controller import this module, so it imports neither timm nor torch's
+extensions nor cvcore's training code: what runs in the workers is `ray_jobs.worker`. How the console
+stays at one line per epoch: docs/ARCHITECTURE.md, "Data flow of a training run".
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import socket
-import tempfile
 import time
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import ray
 import ray.train
-import ray.train.torch
-import torch
-import torch.distributed as dist
+from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
 
-from cvcore import training
-from cvcore.config import from_dict
-from cvcore.engine import StepConfig, TrainConfig
 from cvcore.errors import UserError
+from cvcore.metrics import METRIC
 
 os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # read by the driver, passed on to controller and workers
+# Train's controller polls its workers every 2 s by default, and a worker's next report waits for the poll (docs/ARCHITECTURE.md).
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 RAY_DATA_LOGGING = Path(__file__).resolve().parents[1] / "configs" / "ray_data_logging.yaml"
+TRAIN_RUN = "train"  # each Tune trial's Train run, inside the trial's folder
 
 
 def init_ray(num_cpus: int | None = None) -> None:
@@ -54,14 +46,7 @@ def init_ray(num_cpus: int | None = None) -> None:
         port = sock.getsockname()[1]
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(RAY_DATA_LOGGING))  # Ray Data's INFO lines to its log file only
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=port,
-        configure_logging=False,
-    )
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, configure_logging=False)
     print(f"Ray dashboard: http://127.0.0.1:{port}", flush=True)
 
 
@@ -100,83 +85,66 @@ def run_config(name: str, storage: str, *, keep: int = 2, max_failures: int = 0,
     return RunConfig(
         name=name,
         storage_path=storage,
-        checkpoint_config=CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute=training.METRIC, checkpoint_score_order="min"),
+        checkpoint_config=CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute=METRIC, checkpoint_score_order="min"),
         failure_config=FailureConfig(max_failures=max_failures),
         logging_config=LoggingConfig(log_level="WARNING"),
         callbacks=callbacks or [],
     )
 
 
-class RayTrainHooks(training.Hooks):
-    """The epoch runner inside a Ray Train worker: DDP, all-reduce over the group, reports with checkpoints."""
-
-    def __init__(self) -> None:
-        context = ray.train.get_context()
-        self.rank, self.world = context.get_world_rank(), context.get_world_size()
-
-    def all_reduce(self, totals: torch.Tensor) -> torch.Tensor:
-        if self.world > 1 and dist.is_initialized():
-            dist.all_reduce(totals)
-        return totals
-
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        return ray.train.torch.prepare_model(model)
-
-    def report(self, metrics: dict[str, Any], write_checkpoint) -> None:
-        with tempfile.TemporaryDirectory() as folder:
-            if self.rank == 0:
-                write_checkpoint(Path(folder))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if self.rank == 0 else None)
-
-
-def start_worker(step: StepConfig, seed: int, cpus_per_worker: float) -> tuple[RayTrainHooks, torch.device]:
-    """This worker's hooks and device, set up by `training.settle_worker`."""
-    quiet_console()
-    hooks = RayTrainHooks()
-    device = ray.train.torch.get_device()
-    training.settle_worker(step, device, seed + hooks.rank, cpus_per_worker)
-    return hooks, device
-
-
-def quiet_console() -> None:
-    """Keep Ray's INFO records off this worker's console; Train's log-file handlers still get them."""
-    ray_dir = os.path.dirname(ray.__file__)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            handler.addFilter(lambda record: record.levelno >= logging.WARNING or not record.pathname.startswith(ray_dir))
-
-
-def latest_checkpoint() -> contextlib.AbstractContextManager[str | None]:
-    """The folder of the checkpoint a restarted worker group continues from (None on a first start)."""
-    checkpoint = ray.train.get_checkpoint()
-    return checkpoint.as_directory() if checkpoint else contextlib.nullcontext()
-
-
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    cfg = from_dict(TrainConfig, config["train"])
-    hooks, device = start_worker(cfg.step, cfg.seed, config["cpus_per_worker"])
-    data = ray.get(config["data"])
-    data = replace(data, splits=ray.get(data.splits))  # every node fetches the arrays from the object store
-    with latest_checkpoint() as folder:
-        training.train_worker(cfg, data, hooks, device, resume=folder)
+    """A training run's Train loop. Its module (torch's extensions, timm, cvcore's training) is imported
+    here, in the worker: Train's controller and Tune's trial actors unpickle this function without it."""
+    from ray_jobs import worker
+
+    worker.train_loop(config)
 
 
-def build_trainer(cfg: TrainConfig, data: training.TrainingData, scaling: ray.train.ScalingConfig, run: ray.train.RunConfig) -> TorchTrainer:
-    """The TorchTrainer of one training run (`data.splits` already in the object store); Tune's trials build it too."""
+def share(data: Any) -> dict[str, Any]:
+    """A `cvcore.training.TrainingData` as a Train run's loop config carries it: the arrays in the object
+    store, the rest plain values, so only the workers import cvcore's training code to rebuild it."""
+    return {**vars(data), "splits": ray.put(data.splits)}
+
+
+def build_trainer(config: dict[str, Any], data: dict[str, Any], scaling: ScalingConfig, run: RunConfig) -> TorchTrainer:
+    """The TorchTrainer of one training run (train and every tune trial): `config` is a `TrainConfig` as a
+    dict (validated in the workers), `data` the training data as `share` makes it."""
     return TorchTrainer(
         train_loop_per_worker,
-        # Plain values and a ref: the controller unpickles the config, and it starts faster without torch and timm.
-        train_loop_config={"train": asdict(cfg), "data": ray.put(data), "cpus_per_worker": scaling.resources_per_worker["CPU"]},
+        train_loop_config={"train": config, "data": data, "cpus_per_worker": scaling.resources_per_worker["CPU"]},
         scaling_config=scaling,
         run_config=run,
     )
 
 
+def run_trial(config: dict[str, Any], *, data: dict[str, Any], scaling: ScalingConfig, experiment_path: str) -> None:
+    """One Tune trial (`ray_jobs.tune`): a training run whose every epoch's report is relayed to Tune. The
+    Train run has a fixed place in the trial's folder, so a trial restarted by --resume continues from its checkpoint."""
+    storage = f"{experiment_path}/{tune.get_context().get_trial_id()}"
+    replay_latest_epoch(f"{storage}/{TRAIN_RUN}")
+    build_trainer(config, data, scaling, run_config(TRAIN_RUN, storage, keep=1, callbacks=[TuneReportCallback()])).fit()
+
+
+def replay_latest_epoch(train_run: str) -> None:
+    """When a trial restarted by --resume finds its Train run, report the run's latest checkpointed epoch
+    to Tune once more (marked `replayed`; a first start finds none): a killed driver's trials go on training
+    for a moment, so an epoch can be checkpointed whose report never reached Tune, and the continued run
+    starts after it. A repeated epoch changes neither ASHA's decisions (a rung records a trial once) nor the summary."""
+    try:
+        latest = ray.train.Result.from_path(train_run)
+    except RuntimeError:  # a first start: no run snapshot there yet
+        return
+    if latest.checkpoint is not None and latest.metrics:
+        tune.report({**latest.metrics, "replayed": True})
+
+
 def export_best(result: ray.train.Result, destination: Path, **export: Any) -> dict[str, Any]:
-    """Copy the best checkpoint by METRIC to `destination` (`training.export_checkpoint` options); its metrics."""
+    """Copy the best checkpoint by METRIC to `destination` (`cvcore.training.export_checkpoint` options); its metrics."""
     if not result.best_checkpoints:
         raise UserError("training reported no checkpoint; nothing to export")
-    checkpoint, metrics = min(result.best_checkpoints, key=lambda pair: pair[1][training.METRIC])
+    from cvcore.training import export_checkpoint  # loads the model with timm; only drivers export
+
+    checkpoint, metrics = min(result.best_checkpoints, key=lambda pair: pair[1][METRIC])
     with checkpoint.as_directory() as folder:
-        training.export_checkpoint(folder, destination, **export)
+        export_checkpoint(folder, destination, **export)
     return metrics

@@ -9,11 +9,11 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from cvcore.config import positive_int, run
 from cvcore.data import read_dataset
 from cvcore.errors import DataError
 from cvcore.labels import SCORE_PREFIX
 from cvcore.report import dataset_contact_sheet
-from ray_jobs.cli import positive_int, run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from cvcore.config import CONFIG_FILE, ConfigParser, save_config
+from cvcore.config import CONFIG_FILE, ConfigParser, run, save_config
 from cvcore.evaluation import EvaluateConfig, evaluate, summary
-from ray_jobs.cli import run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

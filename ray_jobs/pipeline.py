@@ -58,7 +58,7 @@ def pipeline(data: Path | None, output: Path, preset: Preset, *, init_from: Path
 
     stage(f"tune: {preset.tune_samples} trials x up to {preset.tune_epochs} epochs (Ray Tune + ASHA)")
     request = tune_request(preset, dataset.targets, init_from)
-    _, best = tune_job.search(prepared, output / "tune", request, resume=(output / "tune" / tune_job.SETTINGS_FILE).is_file())
+    _, best = tune_job.search(prepared, output / "tune", request, resume=(output / "tune" / CONFIG_FILE).is_file())
 
     stage("train the best configuration (Ray Train)")
     train(prepared, output / "train", final_training(best, preset), targets=dataset.targets)
@@ -76,14 +76,12 @@ def pipeline(data: Path | None, output: Path, preset: Preset, *, init_from: Path
     minutes = (time.perf_counter() - start) / 60
     print(f"\n==== done in {minutes:.1f} min ====")
     print("test MAE per target: " + ", ".join(f"{t} {m['mae']:.4f}" for t, m in metrics["targets"].items()))
-    print(f"model:       {checkpoint}")
-    print(f"report:      {metrics['report']}")
-    print(f"tune:        {output / 'tune' / tune_job.SUMMARY_FILE}")
-    print(f"TensorBoard: tensorboard --logdir {output}")
-    print(f"serve it:    serve run {SERVE_APP} checkpoint={checkpoint}")
+    where = {"model": checkpoint, "report": metrics["report"], "tune": output / "tune" / tune_job.SUMMARY_FILE,
+             "TensorBoard": f"tensorboard --logdir {output}", "serve it": f"serve run {SERVE_APP} checkpoint={checkpoint}"}  # fmt: skip
+    print("\n".join(f"{name + ':':<13}{value}" for name, value in where.items()))
     if serve_forever:
         print(f"endpoint:    http://127.0.0.1:{port}/predict (docs at /docs); Ctrl-C stops it")
-        threading.Event().wait()  # until Ctrl-C (ray_jobs.cli.run says "interrupted")
+        threading.Event().wait()  # until Ctrl-C (cvcore.config.run says "interrupted")
     return {"metrics": metrics, "checkpoint": str(checkpoint), "response": response, "minutes": minutes}
 
 

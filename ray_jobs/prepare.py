@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import ray
 
 from cvcore import prepared
 from cvcore.config import CONFIG_FILE, ConfigParser, run, save_config
@@ -23,8 +24,6 @@ from ray_jobs.common import init_ray
 
 def write_shards_with_ray_data(frame: pd.DataFrame, images_dir: str, size: int, shards: Path) -> None:
     """`cvcore.prepared.ShardWriter` on Ray Data: one task per ROWS_PER_TASK rows."""
-    import ray
-
     init_ray()
     chunks = [frame.iloc[i : i + prepared.ROWS_PER_TASK].reset_index(drop=True) for i in range(0, len(frame), prepared.ROWS_PER_TASK)]
     decoded = ray.data.from_pandas(chunks).map_batches(

@@ -24,9 +24,10 @@ from ray.train.torch import TorchTrainer
 
 from cvcore import pretrain as dense
 from cvcore import training
-from cvcore.config import CONFIG_FILE, ConfigParser, from_dict, run, save_config
+from cvcore.config import CONFIG_FILE, ConfigParser, frame_size, from_dict, run, save_config
 from cvcore.runlog import read_history
-from ray_jobs.common import export_best, init_ray, latest_checkpoint, run_config, scaling_for, start_worker
+from ray_jobs.common import export_best, init_ray, run_config, scaling_for
+from ray_jobs.worker import latest_checkpoint, start_worker
 from ray_jobs.runlog import RunLogCallback
 
 SHIPPED_BACKBONE = Path(__file__).resolve().parents[1] / "pretrained" / "regnetx_002-64"
@@ -94,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "`python -m ray_jobs.train --init-from OUTPUT/best`, continue it with --resume-from. Rerun the same command to resume.",
     )
     parser.add_argument("--output", required=True, help="folder for best/, config.yaml, metrics.jsonl, tensorboard/, ray_results/")
-    parser.add_argument("--render-size", type=dense.render_size, metavar="WxH",
+    parser.add_argument("--render-size", type=frame_size, metavar="WxH",
                         help="size renders are drawn at before letterboxing (sets render_width and render_height)")  # fmt: skip
     parser.add_config(dense.PretrainConfig, "pretrain", exclude=("render_width", "render_height"))
     parser.add_config(dense.PretrainRun, "cluster")

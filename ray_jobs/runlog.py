@@ -1,6 +1,6 @@
 """The callback that keeps a Train run's record (`cvcore.runlog`). It runs in Ray Train's controller,
 which unpickles it and the loop config before it starts the workers: this module imports neither
-torch nor timm (nor does `build_trainer`'s loop config), which saves the controller about 3 s."""
+timm nor cvcore's training code (nor do `build_trainer`'s loop and its config), which saves the controller about 3 s."""
 
 import ray.train
 

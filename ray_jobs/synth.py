@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from cvcore.config import frame_size, non_negative_int, positive_int, run
 from cvcore.data import DEFAULT_CSV, IMAGE_DIR
 from cvcore.report import dataset_contact_sheet
 from cvcore.synth import CHALLENGE_TARGETS, DISTRIBUTIONS, MASK_DIR, PARTS, format_label_stats, label_stats, write_dataset
-from ray_jobs.cli import non_negative_int, positive_int, run
 
 REAL_STATS = "real challenge set (4000 photos): ~52 % zeros, mean ~0.30, std ~0.38, max ~0.93, weak negative correlation"
 
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--csv-name", default=DEFAULT_CSV, metavar="NAME", help=f"label file name inside DIR (default: {DEFAULT_CSV})")
     parser.add_argument(
         "--size",
-        type=_image_size,
+        type=frame_size,
         metavar="WxH",
         help="render every image at this size (default: varied sizes from 480x640 to 1024x768, portrait and landscape, "
         "674x506 like the real photos most often)",
@@ -72,16 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace a different data set already in DIR (its imgs/, masks/ and CSV)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
-
-
-def _image_size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must look like 674x506, got {text!r}") from None
-    if not (16 <= width <= 4096 and 16 <= height <= 4096):
-        raise argparse.ArgumentTypeError(f"each side must be between 16 and 4096 pixels, got {text}")
-    return width, height
 
 
 def main(argv: Sequence[str] | None = None) -> int:

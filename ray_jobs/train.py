@@ -10,17 +10,15 @@ Rerunning the same command resumes the run from its latest checkpoint.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
-
-import ray
 
 from cvcore import training
 from cvcore.config import CONFIG_FILE, ConfigParser, run, save_config
 from cvcore.engine import TrainConfig
 from cvcore.runlog import read_history
-from ray_jobs.common import build_trainer, export_best, init_ray, run_config, scaling_for
+from ray_jobs.common import build_trainer, export_best, init_ray, run_config, scaling_for, share
 from ray_jobs.runlog import RunLogCallback
 
 
@@ -41,7 +39,7 @@ def train(data: str | Path, output: str | Path, cfg: TrainConfig, settings: trai
         training.refuse_incompatible_resume(Path(storage) / settings.run_name, cfg.backbone, payload.targets)
     save_config(output / CONFIG_FILE, cfg, settings)
     run = run_config(settings.run_name, storage, max_failures=settings.max_failures, callbacks=[RunLogCallback(str(output))])
-    result = build_trainer(cfg, replace(payload, splits=ray.put(payload.splits)), scaling, run).fit()
+    result = build_trainer(asdict(cfg), share(payload), scaling, run).fit()
     metrics = export_best(result, output / "best")
     print(f"best epoch {int(metrics['epoch'])}: val MAE {metrics[training.METRIC]:.4f}, R2 {metrics['val_r2']:.3f}; checkpoint: "
           f"{output / 'best'}\nTensorBoard: tensorboard --logdir {output / 'tensorboard'}")  # fmt: skip

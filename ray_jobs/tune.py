@@ -2,7 +2,7 @@
 
     python -m ray_jobs.tune --data DIR --output OUT [--config configs/tune.yaml] [--num-samples N] [--resume] ...
 
-Each trial is a function trainable that fits a training run's TorchTrainer (`ray_jobs.common`); `TuneReportCallback`
+Each trial is a function trainable that fits a training run's TorchTrainer (`ray_jobs.common.run_trial`); `TuneReportCallback`
 hands every epoch's report to Tune, so ASHA can stop a poor trial after any epoch. The data are
 loaded once at the largest input size in the space and reach the trials through the object store.
 Writes OUT/best/ (ray_jobs.train's format), OUT/best_config.yaml (`ray_jobs.train --config` takes
@@ -22,7 +22,6 @@ import pandas as pd
 import ray
 import ray.train
 from ray import tune
-from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator
 
@@ -32,11 +31,9 @@ from cvcore.config import CONFIG_FILE, ConfigParser, from_dict, run, save_config
 from cvcore.engine import TrainConfig
 from cvcore.errors import UserError
 from cvcore.search import DEFAULT_CONFIG, TuneRequest, fine_tuning_space
-from ray_jobs.common import build_trainer, export_best, init_ray, run_config, scaling_for
+from ray_jobs.common import TRAIN_RUN, export_best, init_ray, run_trial, scaling_for, share
 
 EXPERIMENT = "tune"
-TRAIN_RUN = "train"  # each trial's Train run, inside the trial's folder
-SETTINGS_FILE = CONFIG_FILE
 SUMMARY_FILE = "tune_summary.csv"
 BEST_CONFIG_FILE = "best_config.yaml"
 DRIVER_CPU = 0.01  # a trial's driver only builds a TorchTrainer and relays its reports; Tune rejects 0
@@ -64,34 +61,13 @@ def trial_resources(request: TuneRequest) -> tuple[ray.train.ScalingConfig, int]
     return replace(scaling, resources_per_worker={"CPU": cpus - DRIVER_CPU / workers}), min(fits, request.search.num_samples)
 
 
-def run_trial(config: dict[str, Any], *, data: training.TrainingData, scaling: ray.train.ScalingConfig, experiment_path: str) -> None:
-    """One Tune trial: a training run whose every epoch's report is relayed to Tune. The Train run has a
-    fixed place in the trial's folder, so a trial restarted by --resume continues from its checkpoint."""
-    storage = f"{experiment_path}/{tune.get_context().get_trial_id()}"
-    replay_latest_epoch(f"{storage}/{TRAIN_RUN}")
-    build_trainer(from_dict(TrainConfig, config), data, scaling, run_config(TRAIN_RUN, storage, keep=1, callbacks=[TuneReportCallback()])).fit()
-
-
-def replay_latest_epoch(train_run: str) -> None:
-    """When a trial restarted by --resume finds its Train run, report the run's latest checkpointed epoch
-    to Tune once more (marked `replayed`; a first start finds none): a killed driver's trials go on training for a moment, so an epoch can be checkpointed
-    whose report never reached Tune, and the continued run starts after it. A repeated epoch changes
-    neither ASHA's decisions (a rung records a trial once) nor the summary."""
-    try:
-        latest = ray.train.Result.from_path(train_run)
-    except RuntimeError:  # a first start: no run snapshot there yet
-        return
-    if latest.checkpoint is not None and latest.metrics:
-        tune.report({**latest.metrics, "replayed": True})
-
-
 def search(data: str | Path, output: str | Path, request: TuneRequest, *, resume: bool = False) -> tuple[pd.DataFrame, TrainConfig]:
     """Run (or, with `resume`, continue) the search; export the best trial; return the summary and the best configuration."""
     output = Path(output).resolve()
     request = replace(request, storage=request.storage or str(output / "ray_results"))
     experiment = f"{request.storage.rstrip('/')}/{EXPERIMENT}"
     space = param_space(request)
-    if not resume and ((output / SETTINGS_FILE).is_file() or (output / "best").exists() or tune.Tuner.can_restore(experiment)):
+    if not resume and ((output / CONFIG_FILE).is_file() or (output / "best").exists() or tune.Tuner.can_restore(experiment)):
         raise UserError(f"{output} already holds another search or training run; pass --resume to continue it or choose another --output")
     init_ray()
     scaling, concurrent = trial_resources(request)
@@ -99,12 +75,12 @@ def search(data: str | Path, output: str | Path, request: TuneRequest, *, resume
     payload = training.load_training_data(data, output, base, request.targets)
     n_train = len(payload.splits["train"]["images"])
     training.check_batch_fits(n_train, request.workers_per_trial, grammar.largest(request.space, "batch_size"), "lower the batch sizes in the search space")
-    save_config(output / SETTINGS_FILE, request)
+    save_config(output / CONFIG_FILE, request)
     cpus = scaling.resources_per_worker["CPU"] + DRIVER_CPU / request.workers_per_trial  # the trial driver's share included
     print(grammar.describe_search(request, n_train, base.image_size, concurrent, cpus) + f"; experiment {experiment}", flush=True)
     s = request.search
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, data=replace(payload, splits=ray.put(payload.splits)), scaling=scaling, experiment_path=experiment),
+        tune.with_parameters(run_trial, data=share(payload), scaling=scaling, experiment_path=experiment),
         {"cpu": DRIVER_CPU},
     )
     if resume and tune.Tuner.can_restore(experiment):
@@ -176,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     request = args.request
     if args.resume:
-        request = grammar.resume_request(Path(args.output) / SETTINGS_FILE)
+        request = grammar.resume_request(Path(args.output) / CONFIG_FILE)
     elif args.init_from:
         request = replace(request, space=fine_tuning_space(request.space, args.init_from))
     search(args.data, args.output, request, resume=args.resume)

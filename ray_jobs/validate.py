@@ -15,10 +15,10 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from cvcore.config import positive_int, run
 from cvcore.data import CHECK_MODES, DEFAULT_CSV, IMAGE_DIR, read_dataset
 from cvcore.errors import DataError, UserError
 from cvcore.labels import SCORE_PREFIX
-from ray_jobs.cli import positive_int, run
 
 
 def build_parser() -> argparse.ArgumentParser:

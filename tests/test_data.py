@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 import cvcore.data
+from cvcore.config import run
 from cvcore.data import DEFAULT_CSV, SPLITS, read_dataset, split_of
 from cvcore.errors import DataError, UserError
-from ray_jobs.cli import run
 from ray_jobs.validate import main
 
 HEADER = "filename,perspective_score_hood,perspective_score_backdoor_left"

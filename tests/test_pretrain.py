@@ -9,13 +9,12 @@ import pytest
 import torch
 
 from cvcore import engine, training
-from cvcore.config import from_dict
+from cvcore.config import from_dict, run
 from cvcore import pretrain as dense
 from cvcore.model import ModelSpec, build_model, load_model, read_meta
 from cvcore.synth import PARTS, Camera, random_scene, render_scene
 from ray_jobs import pretrain as pretrain_job
 from ray_jobs import train as train_job
-from ray_jobs.cli import run
 
 BACKBONE = "resnet10t"
 SHIPPED = Path(__file__).resolve().parents[1] / "pretrained" / "regnetx_002-64"
@@ -224,7 +223,7 @@ def test_the_shipped_backbone_loads_fits_the_current_code_and_knows_the_current_
     "flags, message",
     [
         (["--render-size", "160-120"], "expected WIDTHxHEIGHT"),
-        (["--render-size", "8x8"], "at least 16 px"),
+        (["--render-size", "8x8"], "between 16 and 4096 pixels"),
         (["--render-cpus", "0"], "must be in (0, 64]"),
         (["--images", "0"], "must be a positive integer"),
         (["--backbone", "no_such_net"], "is not a timm model name"),

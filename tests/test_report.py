@@ -126,7 +126,7 @@ def test_contact_sheet_command_draws_a_data_set_and_refuses_a_missing_one(tmp_pa
     contact_sheet.main([str(tmp_path / "d"), "--n", "4"])
     assert (tmp_path / "d" / "contact_sheet.png").is_file()
     with pytest.raises(SystemExit) as exit_info:
-        from ray_jobs.cli import run
+        from cvcore.config import run
 
         run(contact_sheet.main, [str(tmp_path / "missing")])
     assert exit_info.value.code == 2

@@ -8,7 +8,6 @@ serve/config.yaml, which need no Ray."""
 from __future__ import annotations
 
 import io
-import os
 import re
 import select
 import socket

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFilter
 
+from cvcore.config import run
 from cvcore.errors import UserError
 from cvcore.synth import (
     CHALLENGE_TARGETS,
@@ -35,7 +36,6 @@ from cvcore.synth import (
     render_scene,
     write_dataset,
 )
-from ray_jobs.cli import run
 from ray_jobs.synth import build_parser, main
 
 SMALL = (160, 120)
@@ -400,7 +400,7 @@ def test_cli_unknown_distribution_exits_2_with_the_valid_names(tmp_path, capsys)
     ("argv", "message"),
     [(["--n", "0"], "argument --n: must be a positive integer, got 0"),
      (["--n", "x"], "argument --n: must be an integer, got 'x'"),
-     (["--n", "2", "--size", "big"], "argument --size: must look like 674x506")],
+     (["--n", "2", "--size", "big"], "argument --size: expected WIDTHxHEIGHT such as 674x506")],
 )  # fmt: skip
 def test_cli_rejects_bad_arguments(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from cvcore.config import run
 from cvcore.labels import CHALLENGE_TARGETS
 from cvcore.report import dataset_contact_sheet
-from ray_jobs.cli import run
 
 from bench.heldout.dataset import label_stats, write_dataset
 
