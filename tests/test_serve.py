@@ -34,7 +34,7 @@ from ray.serve.schema import ServeDeploySchema
 from cvcore.errors import UserError
 from cvcore.intake import Decision, IntakeThresholds, Reason, human_name, judge, viewpoint
 from cvcore.model import ModelSpec, build_model, load_model, save_checkpoint
-from serve.app import AUTOSCALING, BACKPRESSURE, MAX_QUEUED_REQUESTS, REPLICA_ACTOR_OPTIONS, AppArgs, CarPartScorer, build_app
+from serve.app import AUTOSCALING, BACKPRESSURE, HEALTH_CHECK_PERIOD_S, MAX_QUEUED_REQUESTS, REPLICA_ACTOR_OPTIONS, AppArgs, CarPartScorer, build_app
 from serve.edge import EdgeSettings, ingress_env, wait_until_routed, with_free_ports
 
 TARGETS = ["perspective_score_hood", "perspective_score_backdoor_left"]
@@ -350,6 +350,7 @@ def test_config_yaml_deploys_this_app():
     assert deployment["autoscaling_config"] == AUTOSCALING
     assert {k: v for k, v in deployment["ray_actor_options"].items() if k != "num_gpus"} == REPLICA_ACTOR_OPTIONS
     assert deployment["max_queued_requests"] == MAX_QUEUED_REQUESTS and deployment["backpressure_config"] == BACKPRESSURE
+    assert deployment["health_check_period_s"] == HEALTH_CHECK_PERIOD_S
     for name in ("batch_wait_timeout_s", "max_pixels", "max_jpeg_scans", "body_timeout_s"):
         assert getattr(args, name) == AppArgs.model_fields[name].default, name
 
