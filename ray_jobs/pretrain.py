@@ -27,8 +27,8 @@ from cvcore import training
 from cvcore.config import CONFIG_FILE, ConfigParser, frame_size, from_dict, run, save_config
 from cvcore.runlog import read_history
 from ray_jobs.common import export_best, init_ray, run_config, scaling_for
-from ray_jobs.worker import latest_checkpoint, start_worker
 from ray_jobs.runlog import RunLogCallback
+from ray_jobs.worker import latest_checkpoint, start_worker
 
 SHIPPED_BACKBONE = Path(__file__).resolve().parents[1] / "pretrained" / "regnetx_002-64"
 """Made by this job (pretrained/README.md has the command); what fine-tuning starts from by default."""
