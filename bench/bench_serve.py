@@ -4,16 +4,17 @@ same model, same load, side by side in one run.
     python bench/bench_serve.py [--checkpoint DIR] [--clients 32] [--duration 20] [--only NAME ...]
 
 N clients (loopback only) each upload a photo to /predict as soon as their last answer arrived,
-for a fixed time (and at most --max-requests in all). They share the machine with the servers, so
-they are made cheap: the requests are built once, sent over keep-alive connections with asyncio
-streams on uvloop, and only the responses' status lines and lengths are parsed; the table says what
-they cost. Every Serve case runs in its
+for a fixed time (and at most --max-requests in all); after a 503 a client waits its `Retry-After`.
+The clients share the machine with the servers, so they are made cheap: the requests are built
+once, sent over keep-alive connections with asyncio streams on uvloop, and only the responses'
+status lines and headers are parsed; the table says what they cost. Every Serve case runs in its
 own process with a fresh local Ray instance, because the ingress switches are environment variables
 read where Ray starts: Serve's defaults (Python proxy), `RAY_SERVE_THROUGHPUT_OPTIMIZED`, the
-HAProxy ingress as this project starts it (serve/edge.py), and, on HAProxy, one or two fixed replicas
-instead of autoscaling 1-2, other batch sizes and batch waits, and 64 and 128 clients. The replica count is
-sampled from `serve.status()` every second. The baseline is what one would write without Serve:
-one uvicorn process, a sync FastAPI route, one image per forward pass. Prints a Markdown table.
+HAProxy ingress as this project starts it (serve/edge.py), and, on HAProxy, one or two fixed
+replicas instead of autoscaling 1-2, other batch sizes and batch waits, and 64 and 128 clients (the
+128 once more as clients that retry at once after a 503). The replica count is sampled from
+`serve.status()` every second. The baseline is what one would write without Serve: one uvicorn
+process, a sync FastAPI route, one image per forward pass. Prints a Markdown table.
 
 Besides what the clients see, the table gives the server side's CPU time per answered request
 (every process a case started: for Serve the whole local Ray instance, proxy or HAProxy,
@@ -79,6 +80,7 @@ class Case:
     edge: dict[str, Any] = field(default_factory=dict)  # EdgeSettings fields (HAProxy)
     fixed_replicas: int | None = None  # None: build_app's autoscaling
     clients: int | None = None  # None: --clients
+    honor_retry_after: bool = True  # False: clients that retry at once after a 503, as a careless or hostile one does
     ray_env: dict[str, str] = field(default_factory=dict)  # more variables where Ray starts (Serve's switches)
     replica_env: dict[str, str] = field(default_factory=dict)  # replaces serve.app.REPLICA_ENV's values on the replicas
 
@@ -105,6 +107,7 @@ MATRIX = [
     Case("HAProxy, batch wait 100 ms", app={"batch_wait_timeout_s": 0.1}),
     Case("HAProxy, 64 clients", clients=64),
     Case("HAProxy, 128 clients", clients=128),
+    Case("HAProxy, 128 clients that ignore Retry-After", clients=128, honor_retry_after=False),
     Case("plain FastAPI + uvicorn, 128 clients", ingress="plain", clients=128),
 ]
 
@@ -179,8 +182,9 @@ def multipart_request(host: str, path: str, photo: bytes) -> bytes:
     return head.encode() + body
 
 
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
-    """The status of one HTTP/1.1 response and whether the connection stays open; the body is read and dropped."""
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool, float]:
+    """The status of one HTTP/1.1 response, whether the connection stays open and its `Retry-After`
+    in seconds (0 without one); the body is read and dropped."""
     lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
     headers = dict((name.strip().lower(), value.strip().lower()) for name, _, value in (line.partition(":") for line in lines[1:] if line))
@@ -192,13 +196,16 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
         await reader.readexactly(2)
     else:
         await reader.read()  # the body ends with the connection
-        return status, False
-    return status, headers.get("connection") != "close"
+        headers["connection"] = "close"
+    retry_after = headers.get("retry-after", "")
+    return status, headers.get("connection") != "close", float(retry_after) if retry_after.isdigit() else 0.0
 
 
-async def run_load(url: str, photos: list[bytes], clients: int, duration_s: float, max_requests: int) -> LoadResult:
+async def run_load(url: str, photos: list[bytes], clients: int, duration_s: float, max_requests: int, honor_retry_after: bool = True) -> LoadResult:
     """`clients` closed-loop clients POSTing multipart photos to `url` until time or request budget runs out,
-    each over its own keep-alive connection (a new one after an error or a `Connection: close`)."""
+    each over its own keep-alive connection (a new one after an error or a `Connection: close`). A
+    client told `Retry-After` waits that long before its next request, as a well-behaved client does,
+    unless `honor_retry_after` is false."""
     result = LoadResult()
     address = urlsplit(url)
     requests = [multipart_request(address.netloc, address.path, photo) for photo in photos]
@@ -213,10 +220,10 @@ async def run_load(url: str, photos: list[bytes], clients: int, duration_s: floa
             try:
                 connection = connection or await asyncio.open_connection(address.hostname, address.port)
                 connection[1].write(requests[n % len(requests)])
-                status, keep_open = await asyncio.wait_for(read_response(connection[0]), REQUEST_TIMEOUT_S)
+                status, keep_open, retry_after = await asyncio.wait_for(read_response(connection[0]), REQUEST_TIMEOUT_S)
                 kind = None if status == 200 else f"HTTP {status}"
             except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.TimeoutError) as err:
-                kind, keep_open = type(err).__name__, False
+                kind, keep_open, retry_after = type(err).__name__, False, 0.0
             if connection and not keep_open:
                 connection[1].close()
                 connection = None
@@ -224,6 +231,8 @@ async def run_load(url: str, photos: list[bytes], clients: int, duration_s: floa
                 result.latencies_ms.append((time.perf_counter() - start) * 1000)
             else:
                 result.errors[kind] = result.errors.get(kind, 0) + 1
+                if honor_retry_after and retry_after:
+                    await asyncio.sleep(min(retry_after, until - time.perf_counter()))
         if connection:
             connection[1].close()
 
@@ -292,7 +301,7 @@ async def bench_serve(args: argparse.Namespace, case: Case, checkpoint: str, pho
 
         stop = asyncio.Event()
         sampler = asyncio.create_task(sample_until(stop))
-        result = await run_load(base + "/predict", photos, case.clients or args.clients, args.duration, args.max_requests)
+        result = await run_load(base + "/predict", photos, case.clients or args.clients, args.duration, args.max_requests, case.honor_retry_after)
         cooldown_end = time.perf_counter() + args.cooldown
         scaled_up = any(s.running + s.starting > AUTOSCALING["min_replicas"] for s in samples)
         while scaled_up and time.perf_counter() < cooldown_end:
