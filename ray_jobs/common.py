@@ -46,6 +46,7 @@ def init_ray(num_cpus: int | None = None) -> None:
         port = sock.getsockname()[1]
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(RAY_DATA_LOGGING))  # Ray Data's INFO lines to its log file only
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # no preemptible nodes here: an actor and a warning less per run
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, configure_logging=False)
     print(f"Ray dashboard: http://127.0.0.1:{port}", flush=True)
 
@@ -83,8 +84,7 @@ def scaling_for(num_workers: int, use_gpu: bool, cpus_per_worker: float | None, 
 def run_config(name: str, storage: str, *, keep: int = 2, max_failures: int = 0, callbacks: list | None = None) -> RunConfig:
     """A Train run that keeps the best `keep` checkpoints by METRIC (and the latest, for resuming)."""
     return RunConfig(
-        name=name,
-        storage_path=storage,
+        name=name, storage_path=storage,
         checkpoint_config=CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute=METRIC, checkpoint_score_order="min"),
         failure_config=FailureConfig(max_failures=max_failures),
         logging_config=LoggingConfig(log_level="WARNING"),

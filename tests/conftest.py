@@ -50,6 +50,7 @@ def ray_session():
     port = _pick_free_port()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAY_API_SERVER_ADDRESS", f"http://127.0.0.1:{port}")
+        patch.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # as ray_jobs.common.init_ray sets it for a local Ray
         ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, configure_logging=False)
         yield ray
         ray.shutdown()
