@@ -10,8 +10,9 @@ limits (serve/uploads.py), and `Predictor.preprocess` (the preprocessing trainin
 A bad image therefore fails only its own request. The preprocessed uint8 arrays of concurrent
 requests meet in `_score` (`@serve.batch`), one forward pass per batch, on the GPU in half
 precision when the replica has one (serve/replica_model.py). A replica holds at most
-`max_ongoing_requests` requests and queues `MAX_QUEUED_REQUESTS` more; beyond that, 503 with
-`Retry-After` at once instead of an unbounded wait.
+`max_ongoing_requests` requests and queues `MAX_QUEUED_REQUESTS` more; HAProxy sends it no more
+than that (serve/edge.py) and refuses the rest itself after a short queue, and whatever still comes
+beyond it gets 503 with `Retry-After` at once instead of an unbounded wait.
 
 Endpoints (every error is `{"error": {"code": ..., "message": ...}}`, OpenAPI at `/docs`):
 
@@ -29,7 +30,8 @@ Endpoints (every error is `{"error": {"code": ..., "message": ...}}`, OpenAPI at
 Error codes: 400 `empty_body`, `invalid_image` (not an image, truncated, over the pixel or scan
 limit), `bad_request` (malformed multipart); 401 `unauthorized`; 404 `not_found`;
 405 `method_not_allowed`; 408 `request_timeout`; 413 `body_too_large`, `too_many_images`;
-415 `unsupported_media_type` (also a declared type that its bytes contradict); 422 `missing_field`.
+415 `unsupported_media_type` (also a declared type that its bytes contradict); 422 `missing_field`;
+503 `overloaded` (from HAProxy, with `Retry-After`; serve/edge.py).
 
 When the environment variable named by `api_key_env` (default `CARPART_API_KEY`) is set on the
 replica, every endpoint but `/healthz` wants that key as `X-API-Key` or `Authorization: Bearer`;

@@ -8,6 +8,7 @@ serve/config.yaml, which need no Ray."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import select
 import socket
@@ -357,13 +358,14 @@ def test_config_yaml_deploys_this_app():
 
 def test_edge_wrapper_inserts_the_rules_into_rays_haproxy_config(tmp_path):
     """The generated wrapper, run as Ray runs it, hands HAProxy Ray's config with our rules in the
-    HTTP frontend (checked by HAProxy itself with -c)."""
-    env = ingress_env(EdgeSettings(header_timeout_s=7), tmp_path / "edge")
+    HTTP frontend and in each application's backend, not in others (checked by HAProxy itself with -c)."""
+    env = ingress_env(EdgeSettings(header_timeout_s=7, requests_per_replica=5, queue_timeout_s=3), tmp_path / "edge")
     config = tmp_path / "haproxy.cfg"
     config.write_text(
         "global\n    maxconn 10\ndefaults\n    mode http\n    timeout connect 5s\n    timeout client 60s\n"
-        "    timeout server 60s\nfrontend http_frontend\n    bind 127.0.0.1:18999\n    default_backend b\n"
-        "backend b\n    server s1 127.0.0.1:9\n"
+        "    timeout server 60s\nfrontend http_frontend\n    bind 127.0.0.1:18999\n    use_backend http-app if { path_beg /app }\n"
+        "    default_backend default_backend\nbackend default_backend\n    http-request return status 404\n"
+        "backend http-app\n    default-server check inter 5s\n    server s1 127.0.0.1:9 check\n"
     )
     checked = subprocess.run([env["RAY_SERVE_HAPROXY_BINARY_PATH"], "-c", "-f", str(config)], capture_output=True, text=True, timeout=30)
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -371,6 +373,55 @@ def test_edge_wrapper_inserts_the_rules_into_rays_haproxy_config(tmp_path):
     frontend = edited.split("frontend http_frontend\n", 1)[1]
     assert frontend.startswith("    # carpart edge rules") and "timeout http-request 7s" in frontend
     assert "http-request del-header x-request- -m beg" in frontend
+    app_backend = edited.split("backend http-app\n", 1)[1]
+    assert app_backend.startswith("    # carpart edge rules") and "default-server maxconn 5\n    timeout queue 3s" in app_backend
+    assert "maxconn" not in edited.split("backend default_backend\n", 1)[1].split("backend http-app", 1)[0]
+    refusal = Path(app_backend.split("errorfile 503 ", 1)[1].split("\n", 1)[0]).read_bytes()
+    head, body = refusal.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1\r\n" in head and json.loads(body)["error"]["code"] == "overloaded"
+    assert f"Content-Length: {len(body)}".encode() in head
+
+
+def test_haproxy_queues_what_a_replica_cannot_take_and_refuses_it_with_retry_after(tmp_path, free_port):
+    """Real HAProxy, through the wrapper, before a replica that never answers: with room for one request,
+    a second waits in HAProxy's queue and gets HAProxy's 503 with Retry-After after the queue timeout."""
+    env = ingress_env(EdgeSettings(requests_per_replica=1, queue_timeout_s=1), tmp_path / "edge")
+    replica = socket.create_server(("127.0.0.1", 0))
+    front = free_port()
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        "global\n    maxconn 10\ndefaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n"
+        f"frontend http_frontend\n    bind 127.0.0.1:{front}\n    default_backend http-app\n"
+        f"backend http-app\n    server s1 127.0.0.1:{replica.getsockname()[1]}\n"
+    )
+    haproxy = subprocess.Popen([env["RAY_SERVE_HAPROXY_BINARY_PATH"], "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    request = b"GET /predict HTTP/1.1\r\nHost: x\r\n\r\n"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                held = socket.create_connection(("127.0.0.1", front), timeout=10)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline and haproxy.poll() is None, haproxy.stderr.read().decode() if haproxy.poll() is not None else "HAProxy did not listen"
+                time.sleep(0.1)
+        with held, socket.create_connection(("127.0.0.1", front), timeout=10) as probe:
+            held.sendall(request)
+            replica.settimeout(5)
+            taken, _ = replica.accept()  # the held request reached the replica, which never answers
+            start = time.monotonic()
+            probe.sendall(request)
+            answer = probe.recv(4096)
+            waited = time.monotonic() - start
+            taken.close()
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 503") and b"\r\nretry-after: 1" in head.lower(), answer
+        assert json.loads(body)["error"]["code"] == "overloaded"
+        assert 0.8 < waited < 4, f"answered after {waited:.1f} s, the queue timeout is 1 s"
+    finally:
+        haproxy.kill()
+        haproxy.wait()
+        replica.close()
 
 
 def test_docker_image_turns_the_same_ingress_on():
