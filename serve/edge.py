@@ -203,8 +203,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--header-timeout", type=int, default=EdgeSettings.header_timeout_s, help="seconds for a request's head, else 408 (default: %(default)s)"
     )
+    parser.add_argument(
+        "--requests-per-replica", type=int, default=EdgeSettings.requests_per_replica,
+        help="requests HAProxy hands one replica at a time: its max_ongoing_requests + max_queued_requests (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--queue-timeout", type=int, default=EdgeSettings.queue_timeout_s, help="seconds a request waits in HAProxy's queue, else 503 (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
-    settings = EdgeSettings(threads=args.threads, header_timeout_s=args.header_timeout)
+    if min(args.threads, args.header_timeout, args.requests_per_replica, args.queue_timeout) < 1:
+        parser.error("--threads, --header-timeout, --requests-per-replica and --queue-timeout must be at least 1")
+    settings = EdgeSettings(args.threads, header_timeout_s=args.header_timeout, requests_per_replica=args.requests_per_replica, queue_timeout_s=args.queue_timeout)
     for name, value in ingress_env(settings, args.dir).items():
         print(f"export {name}={shlex.quote(value)}")
 
