@@ -46,8 +46,8 @@ from pathlib import Path
 EDGE_DIR = Path(tempfile.gettempdir()) / "carpart-haproxy"
 FRONTEND = "frontend http_frontend"
 APP_BACKEND = "backend http-"  # Ray's backend of each Serve application
-REFUSAL = (
-    '{"error": {"code": "overloaded", "message": "the service is at capacity: try again after the Retry-After seconds"}}'
+REFUSAL = (  # HAProxy's 503 of an application backend: its queue timed out, or no replica is up (one is restarting)
+    '{"error": {"code": "overloaded", "message": "no replica could take the request in time: try again after Retry-After seconds"}}'
 )
 
 
