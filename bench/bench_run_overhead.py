@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -20,10 +21,14 @@ from pathlib import Path
 
 import ray
 
-from cvcore.engine import TrainConfig
-from cvcore.labels import CHALLENGE_TARGETS
-from cvcore.synth import write_dataset
-from ray_jobs import prepare, train
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script from anywhere
+
+from bench.proc import processes  # noqa: E402
+from cvcore.engine import TrainConfig  # noqa: E402
+from cvcore.labels import CHALLENGE_TARGETS  # noqa: E402
+from cvcore.synth import write_dataset  # noqa: E402
+from ray_jobs import prepare, train  # noqa: E402
 
 SETTLE_S = 3.0  # after a run, for its actors to exit
 VARIANTS = {
@@ -37,28 +42,13 @@ def machine_cpu_s() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
 
 
-def process_cpu_s() -> dict[int, tuple[float, str]]:
-    """CPU seconds and title of every living process."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat, title = (entry / "stat").read_text(), (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-        except OSError:  # gone meanwhile
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        found[int(entry.name)] = ((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), title or stat.split("(", 1)[1].split(")")[0])
-    return found
-
-
 def per_process(run) -> list[tuple[float, str]]:
     """Run `run()` while sampling every process every 0.3 s: the CPU each spent meanwhile (the last sample of those that exited)."""
-    before, last, stop = process_cpu_s(), {}, threading.Event()
+    before, last, stop = processes(), {}, threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            last.update(process_cpu_s())
+            last.update(processes())
             time.sleep(0.3)
 
     sampler = threading.Thread(target=sample)
@@ -69,7 +59,7 @@ def per_process(run) -> list[tuple[float, str]]:
     finally:
         stop.set()
         sampler.join()
-    spent = [(cpu - before.get(pid, (0.0, ""))[0], title) for pid, (cpu, title) in last.items()]
+    spent = [(process.cpu_s - (before[pid].cpu_s if pid in before else 0.0), process.title) for pid, process in last.items()]
     return sorted((row for row in spent if row[0] >= 0.2), reverse=True)
 
 

@@ -57,6 +57,7 @@ from ray import serve
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
+from bench.proc import processes  # noqa: E402
 from cvcore.engine import TrainConfig  # noqa: E402
 from cvcore.model import ModelSpec, build_model, load_model, save_checkpoint  # noqa: E402
 from cvcore.synth import CHALLENGE_TARGETS, render_example  # noqa: E402
@@ -66,7 +67,6 @@ from serve.edge import EdgeSettings, ingress_env, with_free_ports  # noqa: E402
 APP_NAME = "carpart"
 SAMPLE_INTERVAL_S = 1.0
 REQUEST_TIMEOUT_S = 30.0
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 RESULT_PREFIX = "CASE_RESULT "
 
 
@@ -145,25 +145,16 @@ class ReplicaSample:
 def server_cpu_s() -> float:
     """CPU seconds used so far by the living descendants of this process (the servers it started).
     A process that exits during the load takes its time with it, so this can only undercount."""
-    parent, cpu = {}, {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:  # gone meanwhile
-                continue
-            fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ..., utime, stime
-            parent[int(entry.name)] = int(fields[1])
-            cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    living = processes()
 
     def descends(pid: int) -> bool:
         while pid > 1:
-            pid = parent.get(pid, 0)
+            pid = living[pid].parent if pid in living else 0
             if pid == os.getpid():
                 return True
         return False
 
-    return sum(seconds for pid, seconds in cpu.items() if descends(pid))
+    return sum(process.cpu_s for pid, process in living.items() if descends(pid))
 
 
 def free_port() -> int:
