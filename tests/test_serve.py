@@ -37,6 +37,7 @@ from cvcore.intake import Decision, IntakeThresholds, Reason, human_name, judge,
 from cvcore.model import ModelSpec, build_model, load_model, save_checkpoint
 from serve.app import AUTOSCALING, BACKPRESSURE, HEALTH_CHECK_PERIOD_S, MAX_QUEUED_REQUESTS, REPLICA_ACTOR_OPTIONS, AppArgs, CarPartScorer, build_app
 from serve.edge import EdgeSettings, ingress_env, wait_until_routed, with_free_ports
+from serve.edge import main as edge_main
 
 TARGETS = ["perspective_score_hood", "perspective_score_backdoor_left"]
 BODY_LIMIT = 300_000
@@ -422,6 +423,15 @@ def test_haproxy_queues_what_a_replica_cannot_take_and_refuses_it_with_retry_aft
         haproxy.kill()
         haproxy.wait()
         replica.close()
+
+
+@pytest.mark.parametrize("flag", ["--threads", "--header-timeout", "--requests-per-replica", "--queue-timeout"])
+def test_edge_command_refuses_limits_below_one(tmp_path, capsys, flag):
+    with pytest.raises(SystemExit) as exit_info:
+        edge_main(["--dir", str(tmp_path), flag, "0"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "must be at least 1" in err and "Traceback" not in err
+    assert not (tmp_path / "haproxy").exists()  # nothing installed
 
 
 def test_docker_image_turns_the_same_ingress_on():
