@@ -315,11 +315,13 @@ class WarmupCosine:
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def fit_schedule_to_budget(scheduler: torch.optim.lr_scheduler.LambdaLR, max_minutes: float, minutes: float, epochs_done: int, max_epochs: int, steps_per_epoch: int) -> None:
-    """Under a time budget, decay the learning rate over the epochs the budget leaves (same on every rank)."""
+def fit_schedule_to_budget(scheduler: torch.optim.lr_scheduler.LambdaLR, max_minutes: float, minutes: float, epochs_done: int,
+                           max_epochs: int, steps_per_epoch: int, minutes_per_epoch: float) -> None:
+    """Under a time budget, decay the learning rate over the epochs the budget leaves at this run's
+    pace (`minutes_per_epoch`: a continuation's epochs may cost more than the earlier run's); same on every rank."""
     if max_minutes <= 0:
         return
-    fit = int(max_minutes * epochs_done / max(minutes, 1e-6))
+    fit = epochs_done + int(max(0.0, max_minutes - minutes) / max(minutes_per_epoch, 1e-6))
     scheduler.lr_lambdas[0].total_steps = min(max_epochs, max(fit, epochs_done + 1)) * steps_per_epoch
 
 

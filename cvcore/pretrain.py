@@ -24,8 +24,10 @@ images after the last one seen; none twice).
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
 import math
+import random
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,7 +41,7 @@ from cvcore import engine, training
 from cvcore.engine import AugmentConfig, StepConfig, side_swap_plan
 from cvcore.errors import CheckpointError, UserError
 from cvcore.image import letterbox
-from cvcore.config import positive_int
+from cvcore.config import non_negative_int, positive_int
 from cvcore.labels import is_score_column, part_of
 from cvcore.model import ModelSpec, build_model, check_compatible, load_state, load_weights, read_meta, save_checkpoint
 from cvcore.synth import PARTS, extended_columns, render_example
@@ -72,7 +74,11 @@ class PretrainConfig:
     warmup_images: int = 4096
     """images of linear learning-rate warm-up"""
     images: int = field(default=200_000, metadata={"type": positive_int})
-    """length of the stream: images rendered and seen once each (a continuation counts the images seen before)"""
+    """length of the stream: images rendered (a continuation counts the images seen before)"""
+    replay: int = field(default=0, metadata={"type": non_negative_int})
+    """after each rendered batch, train on this many batches drawn again from the last `replay_window` rendered images
+    (new augmentation each time): the trainer's work while it would otherwise wait for renders"""
+    replay_window: int = field(default=8192, metadata={"type": positive_int})
     images_per_epoch: int = field(default=8192, metadata={"type": positive_int})
     """validate, report and checkpoint after this many images"""
     max_minutes: float = 0.0
@@ -265,6 +271,21 @@ def _tensors(batches: Iterator[dict[str, np.ndarray]]) -> Iterator[tuple[torch.T
         yield tuple(torch.from_numpy(np.array(batch[k])) for k in ("image", "labels", "aspect", "mask"))  # writable copies
 
 
+def replayed(batches: Iterator[tuple[torch.Tensor, ...]], times: int, window: int, seed: int) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Each batch, then `times` batches drawn at random from the last `window` batches (itself included).
+
+    Renders cost several times what a training step on them does, so a trainer fed only new renders
+    waits most of the time; training on recent renders again (augmented anew by the step) puts that
+    time to use. `window` is in batches; the draws are seeded, so every rank's sequence repeats."""
+    recent: collections.deque = collections.deque(maxlen=max(1, window))
+    draw = random.Random(seed)
+    for batch in batches:
+        recent.append(batch)
+        yield batch
+        for _ in range(times):
+            yield recent[draw.randrange(len(recent))]
+
+
 def pretrain_worker(
     cfg: PretrainConfig,
     stream: Iterator[dict[str, np.ndarray]],
@@ -286,18 +307,20 @@ def pretrain_worker(
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step_images = cfg.batch_size * world
-    steps_per_epoch = max(1, cfg.images_per_epoch // step_images)
-    epochs = max(1, cfg.images // (steps_per_epoch * step_images))
+    new_batches = max(1, cfg.images_per_epoch // step_images)  # per epoch, each followed by cfg.replay replays
+    steps_per_epoch = new_batches * (1 + cfg.replay)
+    epochs = max(1, cfg.images // (new_batches * step_images))
     state = training.TrainState()
     if resume:
         saved_spec, weights = load_state(resume)
         check_compatible(saved_spec, backbone=cfg.backbone)
         load_weights(model, weights)
         if training.has_training_state(resume):
-            state = training.load_training_state(resume, optimizer, steps_per_epoch)
+            state = training.load_training_state(resume, optimizer)
         else:
             seen = images_seen(resume)
-            state = training.TrainState(epoch=seen // (steps_per_epoch * step_images), step=seen // step_images, images_seen=seen)
+            state = training.TrainState(epoch=seen // (new_batches * step_images), images_seen=seen)
+        state.step = state.epoch * steps_per_epoch  # the schedule's position at this run's replay
         hooks.print(f"continuing after {state.images_seen} images (epoch {state.epoch}) from {resume}")
     model = hooks.prepare_model(model)
     scheduler = engine.warmup_cosine(optimizer, cfg.warmup_images // step_images, epochs * steps_per_epoch)
@@ -308,8 +331,8 @@ def pretrain_worker(
     masks = engine.MaskSupervision(cfg.mask_weight, mask_mirror())
     fit = training.Fit(model, optimizer, scheduler, output_weights(spec, cfg.pose_weight), side_swap_plan(spec.outputs),
                        cfg.augment, cfg.step, device, masks)  # fmt: skip
-    plan = training.Plan(epochs, steps_per_epoch, steps_per_epoch * step_images, cfg.seed, max_minutes=cfg.max_minutes)
-    tensors = _tensors(stream)
+    plan = training.Plan(epochs, steps_per_epoch, new_batches * step_images, cfg.seed, max_minutes=cfg.max_minutes, passes=1 + cfg.replay)
+    tensors = replayed(_tensors(stream), cfg.replay, cfg.replay_window // cfg.batch_size, cfg.seed + rank)
     challenge = spec.targets[:2]
 
     def score(sums) -> dict[str, float]:

@@ -289,11 +289,12 @@ class Plan:
     """How long a run goes and when it stops early."""
 
     epochs: int
-    steps_per_epoch: int
-    images_per_epoch: int  # over all workers; an epoch with fewer means the data ran out
+    steps_per_epoch: int  # optimizer steps, replays included
+    images_per_epoch: int  # new images over all workers; an epoch with fewer means the data ran out
     seed: int = 0
     patience: int = 0  # epochs without a better val MAE before stopping (0: never)
     max_minutes: float = 0.0  # stop after the epoch that passes this much training time (0: no limit)
+    passes: int = 1  # times each new image is trained on within its epoch (pretraining's replay); images_seen counts it once
 
 
 def fast_forward(scheduler: torch.optim.lr_scheduler.LRScheduler, steps: int) -> None:
@@ -358,6 +359,7 @@ def run_epochs(
     each epoch with a checkpoint (`save` writes the model, then the continuation state is added),
     print `describe(metrics)`, stop early by `plan`. Returns the final state."""
     started = time.monotonic() - state.minutes * 60
+    first_epoch, minutes_before = state.epoch, state.minutes
     for epoch in range(state.epoch, plan.epochs):
         clock = {"wait_s": 0.0}
         generator = augment_generator(plan.seed, hooks.rank, epoch)
@@ -374,11 +376,12 @@ def run_epochs(
         totals = hooks.all_reduce(torch.cat([sums.as_tensor().double(), torch.tensor(list(local.values()), dtype=torch.float64)]))
         sums = MetricSums.from_tensor(totals[: -len(local)], list(targets))
         total = dict(zip(local, totals[-len(local) :].tolist()))
-        if total["images"] < plan.images_per_epoch:
-            hooks.print(f"the data ran out after {state.images_seen + int(total['images'])} images, before a full epoch")
+        new_images = int(total["images"]) // plan.passes
+        if new_images < plan.images_per_epoch:
+            hooks.print(f"the data ran out after {state.images_seen + new_images} images, before a full epoch")
             break
         state = replace(state, epoch=epoch + 1, step=state.step + plan.steps_per_epoch, minutes=total["minutes"])
-        state.images_seen += int(total["images"])
+        state.images_seen += new_images
         metrics = {
             "epoch": epoch + 1,
             "images_seen": state.images_seen,
@@ -394,7 +397,8 @@ def run_epochs(
         state.best_val_mae = min(metrics[METRIC], state.best_val_mae)
         state.stale_epochs = 0 if improved else state.stale_epochs + 1
         reason = stop_reason(state, plan)
-        engine.fit_schedule_to_budget(fit.scheduler, plan.max_minutes, state.minutes, epoch + 1, plan.epochs, plan.steps_per_epoch)
+        pace = (state.minutes - minutes_before) / (epoch + 1 - first_epoch)
+        engine.fit_schedule_to_budget(fit.scheduler, plan.max_minutes, state.minutes, epoch + 1, plan.epochs, plan.steps_per_epoch, pace)
         metrics.update(best_val_mae=state.best_val_mae, stopped_early=bool(reason))
         hooks.print(describe(metrics) + ("  *" if improved else ""))
 

@@ -135,3 +135,13 @@ def test_train_config_refuses_values_every_run_would_fail_on(change, message):
     engine.TrainConfig().check()
     with pytest.raises(UserError, match=message):
         replace(engine.TrainConfig(), **change).check("cfg")
+
+
+def test_the_budget_schedule_ends_where_this_runs_pace_reaches_the_budget():
+    """A continuation whose earlier epochs were faster: 60 minutes left at 5 per epoch are 12 more epochs."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = engine.warmup_cosine(optimizer, 0, 10_000)
+    engine.fit_schedule_to_budget(scheduler, 100, 40, epochs_done=21, max_epochs=1000, steps_per_epoch=10, minutes_per_epoch=5)
+    assert scheduler.lr_lambdas[0].total_steps == (21 + 12) * 10
+    engine.fit_schedule_to_budget(scheduler, 100, 40, epochs_done=21, max_epochs=25, steps_per_epoch=10, minutes_per_epoch=5)
+    assert scheduler.lr_lambdas[0].total_steps == 25 * 10

@@ -127,6 +127,35 @@ def test_a_pretraining_continues_with_its_optimizer_schedule_and_stream_position
     assert resumed.step == 3 and resumed.images_seen == 24
 
 
+def test_replay_trains_on_recent_renders_again_and_counts_each_render_once(tmp_path):
+    """replay=2: each rendered batch is followed by two drawn from the last ones; epochs, images_seen and
+    the stream position count renders, the schedule counts optimizer steps."""
+    batches = [(torch.full((1,), i),) for i in range(6)]
+    drawn = [int(batch[0]) for batch in dense.replayed(iter(batches), 2, 2, seed=0)]
+    groups = [drawn[i : i + 3] for i in range(0, len(drawn), 3)]
+    assert [g[0] for g in groups] == list(range(6)) and all(set(g[1:]) <= {i - 1, i} - {-1} for i, g in enumerate(groups))
+    assert len({tuple(g[1:]) for g in groups}) > 1  # drawn, not a fixed pattern
+
+    cfg = dense.PretrainConfig(**TINY, images=16, replay=2, replay_window=16)
+    spec = dense.pretrain_spec(cfg.backbone, cfg.image_size)
+    val = dense.render_batch(np.arange(8), seed=99, columns=spec.outputs, image_size=32, render_size=(64, 48))
+    rendered = []
+
+    def counted(stream):
+        for batch in stream:
+            rendered.append(len(batch["image"]))
+            yield batch
+
+    hooks = training.DirectoryHooks(tmp_path)
+    first = dense.pretrain_worker(cfg, counted(stream_from(cfg, 0)), val, hooks, torch.device("cpu"))
+    assert sum(rendered) == 16 and first.images_seen == 16 and first.step == 6
+    assert [(r["epoch"], r["images_seen"]) for r in hooks.reports] == [(1, 8), (2, 16)]
+    more = dataclasses.replace(cfg, images=24)
+    resumed = dense.pretrain_worker(more, counted(stream_from(more, 16)), val, hooks, torch.device("cpu"),
+                                    resume=dense.resume_point(tmp_path / "checkpoint_000002"))  # fmt: skip
+    assert sum(rendered) == 24 and resumed.images_seen == 24 and resumed.step == 9
+
+
 @pytest.mark.slow
 def test_the_shipped_backbone_continues_from_the_images_it_has_seen(tmp_path):
     """The shipped form (float16 weights + model.json, no optimizer state) still continues: weights and stream position."""
