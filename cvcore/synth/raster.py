@@ -62,16 +62,14 @@ def rasterize(polys, signed_area, cam_pts, cam_normals, camera: Camera) -> np.nd
         if signed_area[f] < 0:
             pts = pts[::-1]
         ys, xs = rows[y0 : y1 + 1], cols[x0 : x1 + 1]
-        left, right = np.full(len(ys), -np.inf), np.full(len(ys), np.inf)
-        for (px, py), (qx, qy) in zip(pts, np.roll(pts, -1, 0)):
-            dy = qy - py
-            if abs(dy) < 1e-12:
-                continue
-            x_at = px + (ys - py) * ((qx - px) / dy)
-            if dy > 0:
-                np.minimum(right, x_at, out=right)
-            else:
-                np.maximum(left, x_at, out=left)
+        # Each edge's x at every row: edges going down bound the span on the right, going up on the left.
+        nxt = np.concatenate([pts[1:], pts[:1]])
+        dy = nxt[:, 1] - pts[:, 1]
+        sloped = np.abs(dy) >= 1e-12
+        x_at = pts[sloped, :1] + (ys[None, :] - pts[sloped, 1:]) * ((nxt[sloped, 0] - pts[sloped, 0]) / dy[sloped])[:, None]
+        down = dy[sloped] > 0
+        right = x_at[down].min(0, initial=np.inf)
+        left = x_at[~down].max(0, initial=-np.inf)
         inside = (xs[None, :] >= left[:, None]) & (xs[None, :] <= right[:, None])
         # 1/z on the face's plane n.X = d: (n . ((u - cx)/f, (v - cy)/f, 1)) / d.
         n = cam_normals[:, f]
