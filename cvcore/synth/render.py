@@ -121,7 +121,7 @@ def _grain(size: tuple[int, int], std: float, seed: int) -> Image.Image:
     """Luminance noise of `std` grey levels around 128: the unit grain from an offset of `seed`, rescaled."""
     dx, dy = seed % 512, (seed // 512) % 512
     scale = std / 32
-    lut = [int(np.clip(round(128 + (v - 128) * scale), 0, 255)) for v in range(256)]
+    lut = np.clip(np.round(128 + (np.arange(256) - 128) * scale), 0, 255).astype(int).tolist()
     return _tiled_grain(size).crop((dx, dy, dx + size[0], dy + size[1])).point(lut).convert("RGB")
 
 
