@@ -2,11 +2,10 @@
 
     python -m ray_jobs.pretrain --output OUT [--images N] [--max-minutes M] [--render-cpus C] [--resume-from DIR] ...
 
-Ray Data tasks render a stream of indices (`cvcore.pretrain.render_batch`) while Ray Train workers
-train on their shard of it (`cvcore.pretrain.pretrain_worker`): on a cluster CPU nodes render while
-GPU nodes train; on one machine the CPUs the training workers leave free render. OUT/best/ gets the
-best checkpoint in float16 with what `--resume-from` needs to continue (a restarted worker group
-starts this run's stream over).
+Ray Data tasks render a stream of indices (`cvcore.pretrain.render_batch`) while Ray Train workers train
+on their shard of it (`cvcore.pretrain.pretrain_worker`): on a cluster CPU nodes render while GPU nodes
+train; on one machine the CPUs the training workers leave free render. OUT/best/ gets the best checkpoint
+in float16 with what `--resume-from` needs to continue (a restarted worker group starts the stream over).
 """
 
 from __future__ import annotations
@@ -65,7 +64,8 @@ def pretrain(output: str | Path, cfg: dense.PretrainConfig, settings: dense.Pret
     output = Path(output).resolve()
     resume, start = dense.starting_point(settings, cfg)
     init_ray()
-    ray.data.DataContext.get_current().enable_progress_bars = False  # the epoch lines report progress
+    data = ray.data.DataContext.get_current()  # progress: the epoch lines; render tasks hand on 8 MiB blocks (~500 images)
+    data.enable_progress_bars, data.target_max_block_size = False, 8 << 20  # as they go, not a task's whole 65 MB at its end
     cpus = dense.training_cpus(ray.cluster_resources().get("CPU", 0), settings)
     scaling = scaling_for(settings.num_workers, settings.use_gpu, cpus, settings.wait_for_nodes)
     spec = dense.pretrain_spec(cfg.backbone, cfg.image_size)
