@@ -82,7 +82,8 @@ class PretrainConfig:
     images_per_epoch: int = field(default=8192, metadata={"type": positive_int})
     """validate, report and checkpoint after this many images"""
     max_minutes: float = 0.0
-    """time budget; stops after the epoch that passes it (0: none)"""
+    """time budget in training minutes, those of the run a continuation goes on from included (its model.json's
+    train_minutes); stops after the epoch that passes it, the learning rate decaying to it at this run's pace (0: none)"""
     val_images: int = field(default=512, metadata={"type": positive_int})
     """held-out renders scored after every epoch"""
     mask_weight: float = 0.3
