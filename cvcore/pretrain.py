@@ -79,6 +79,7 @@ class PretrainConfig:
     """after each rendered batch, train on this many batches drawn again from the last `replay_window` rendered images
     (new augmentation each time): the trainer's work while it would otherwise wait for renders"""
     replay_window: int = field(default=8192, metadata={"type": positive_int})
+    """how many of the latest rendered images (per worker) replays are drawn from"""
     images_per_epoch: int = field(default=8192, metadata={"type": positive_int})
     """validate, report and checkpoint after this many images"""
     max_minutes: float = 0.0
