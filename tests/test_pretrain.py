@@ -255,6 +255,8 @@ def test_the_shipped_backbone_loads_fits_the_current_code_and_knows_the_current_
         (["--render-size", "8x8"], "between 16 and 4096 pixels"),
         (["--render-cpus", "0"], "must be in (0, 64]"),
         (["--images", "0"], "must be a positive integer"),
+        (["--replay", "-1"], "must be a non-negative integer"),
+        (["--replay-window", "0"], "must be a positive integer"),
         (["--backbone", "no_such_net"], "is not a timm model name"),
         (["--resume-from", "/no/such/run"], "nothing to resume in /no/such/run"),
         (["--resume-from", str(SHIPPED), "--images", "1000"], "raise --images to go on"),
