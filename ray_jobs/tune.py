@@ -101,6 +101,7 @@ def search(data: str | Path, output: str | Path, request: TuneRequest, *, resume
                 search_alg=BasicVariantGenerator(max_concurrent=concurrent, random_state=s.seed),
                 scheduler=scheduler,
                 trial_dirname_creator=lambda trial: trial.trial_id,  # folders named as in tune_summary.csv
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(name=EXPERIMENT, storage_path=request.storage),
         )
