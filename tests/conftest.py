@@ -1,4 +1,10 @@
-"""Shared fixtures: small synthetic data sets and one Ray session per module that asks for it."""
+"""Shared fixtures: small synthetic data sets and one Ray session per module that asks for it.
+
+The suite runs in two pytest-xdist workers (`addopts` in pyproject.toml). Modules that start Ray, Serve
+or a cluster are marked `xdist_group("ray")` and run one after another in one worker: two Ray
+instances on 2 cores would slow each other's timed tests. The Ray-free tests run in the other worker,
+on the CPU that Ray's start-ups and polls leave idle. `pytest -n 0` runs everything in one process.
+"""
 
 from __future__ import annotations
 

@@ -27,6 +27,8 @@ from cvcore.model import read_meta
 from cvcore.runlog import read_history
 from ray_jobs import tune
 
+pytestmark = pytest.mark.xdist_group("ray")  # Ray's tests run one after another: tests/conftest.py
+
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = "perspective_score_hood,perspective_score_backdoor_left"
 

@@ -25,7 +25,7 @@ from cvcore.model import ModelSpec, build_model, load_model, save_checkpoint
 from cvcore.runlog import HISTORY_FILE
 from ray_jobs import train
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # Ray's tests run one after another: tests/conftest.py
 TARGETS = ["perspective_score_hood", "perspective_score_backdoor_left"]
 APP = "carpart"
 REPLICA_CLASS = f"ServeReplica:{APP}:CarPartScorer"

@@ -11,6 +11,8 @@ from cvcore.presets import PRESETS, final_training, tune_request
 from ray_jobs import pipeline
 from ray_jobs.pretrain import SHIPPED_BACKBONE
 
+pytestmark = pytest.mark.xdist_group("ray")  # Ray's tests run one after another: tests/conftest.py
+
 
 @pytest.mark.slow
 def test_smoke_pipeline_runs_every_stage(tmp_path, monkeypatch, ray_session, free_port):

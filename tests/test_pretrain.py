@@ -16,6 +16,8 @@ from cvcore.synth import PARTS, Camera, random_scene, render_scene
 from ray_jobs import pretrain as pretrain_job
 from ray_jobs import train as train_job
 
+pytestmark = pytest.mark.xdist_group("ray")  # Ray's tests run one after another: tests/conftest.py
+
 BACKBONE = "resnet10t"
 SHIPPED = Path(__file__).resolve().parents[1] / "pretrained" / "regnetx_002-64"
 

@@ -39,6 +39,8 @@ from serve.app import AUTOSCALING, BACKPRESSURE, HEALTH_CHECK_PERIOD_S, MAX_QUEU
 from serve.edge import EdgeSettings, ingress_env, wait_until_routed, with_free_ports
 from serve.edge import main as edge_main
 
+pytestmark = pytest.mark.xdist_group("ray")  # Ray's tests run one after another: tests/conftest.py
+
 TARGETS = ["perspective_score_hood", "perspective_score_backdoor_left"]
 BODY_LIMIT = 300_000
 MAX_IMAGES = 3

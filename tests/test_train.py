@@ -11,7 +11,7 @@ from cvcore.model import load_model, read_meta
 from cvcore.evaluation import EvaluateConfig, evaluate, predict_split
 from ray_jobs import prepare, train
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # Ray's tests run one after another: tests/conftest.py
 TARGETS = ["perspective_score_hood", "perspective_score_backdoor_left"]
 
 

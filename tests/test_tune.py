@@ -20,7 +20,7 @@ from ray.util.state import list_actors
 from cvcore.model import load_model, read_meta
 from ray_jobs import prepare, tune
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # Ray's tests run one after another: tests/conftest.py
 TARGETS = ["perspective_score_hood", "perspective_score_backdoor_left"]
 SPACE = {
     "backbone": "test_resnet",
