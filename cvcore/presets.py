@@ -13,6 +13,8 @@ from cvcore.engine import TrainConfig
 from cvcore.search import DEFAULT_CONFIG, TuneRequest, fine_tuning_space, load_request
 
 SYNTHETIC_DATA = "data/synthetic-{n}"
+SHIPPED_BACKBONE = Path(__file__).resolve().parents[1] / "pretrained" / "regnetx_002-64"
+"""Made by `ray_jobs.pretrain` (pretrained/README.md has the command); what the main job fine-tunes from by default."""
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,7 @@ from cvcore.errors import UserError
 from cvcore.metrics import METRIC
 
 os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # read by the driver, passed on to controller and workers
-# Train's controller polls its workers every 2 s by default, and a worker's next report waits for the poll (docs/ARCHITECTURE.md).
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-RAY_DATA_LOGGING = Path(__file__).resolve().parents[1] / "configs" / "ray_data_logging.yaml"
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # reports wait for the controller's poll (2 s): docs/ARCHITECTURE.md
 TRAIN_RUN = "train"  # each Tune trial's Train run, inside the trial's folder
 
 
@@ -45,7 +43,6 @@ def init_ray(num_cpus: int | None = None) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(RAY_DATA_LOGGING))  # Ray Data's INFO lines to its log file only
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # no preemptible nodes here: an actor and a warning less per run
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, configure_logging=False)
     print(f"Ray dashboard: http://127.0.0.1:{port}", flush=True)

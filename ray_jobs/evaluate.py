@@ -1,9 +1,6 @@
 """Evaluate a checkpoint on one split and write metrics.json plus an HTML report with plots.
 
-    python -m ray_jobs.evaluate --checkpoint CKPT_DIR --data DIR --out REPORT_DIR [--split test]
-
-Evaluation needs no Ray (one process scores a split): this is the command line of
-`cvcore.evaluation`, kept here beside the other stages' commands.
+Evaluation needs no Ray: this is `cvcore.evaluation`'s command line, beside the other stages'.
 """
 
 from __future__ import annotations

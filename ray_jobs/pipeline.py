@@ -9,6 +9,7 @@ winning configuration (in memory), and the endpoint, built from `serve.app:build
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -18,12 +19,11 @@ from cvcore.config import CONFIG_FILE, ConfigParser, run, save_config
 from cvcore.data import read_dataset
 from cvcore.evaluation import EvaluateConfig, evaluate, summary
 from cvcore.labels import CHALLENGE_TARGETS
-from cvcore.presets import PRESETS, SYNTHETIC_DATA, PipelineConfig, Preset, final_training, tune_request
+from cvcore.presets import PRESETS, SHIPPED_BACKBONE, SYNTHETIC_DATA, PipelineConfig, Preset, final_training, tune_request
 from cvcore.synth import dataset_is_current, write_dataset
 from ray_jobs import tune as tune_job
 from ray_jobs.common import init_ray
 from ray_jobs.prepare import prepare
-from ray_jobs.pretrain import SHIPPED_BACKBONE
 from ray_jobs.train import train
 from serve.edge import apply_ingress_env, wait_until_routed
 
@@ -40,6 +40,7 @@ def pipeline(data: Path | None, output: Path, preset: Preset, *, init_from: Path
     output.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     apply_ingress_env()  # Serve's HAProxy ingress with our edge rules (serve/edge.py), read where Ray starts
+    os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")  # Serve's controller and proxies log to their files only
     init_ray()
     targets = None
     if data is None:

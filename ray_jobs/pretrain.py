@@ -29,8 +29,6 @@ from ray_jobs.common import export_best, init_ray, run_config, scaling_for
 from ray_jobs.runlog import RunLogCallback
 from ray_jobs.worker import latest_checkpoint, start_worker
 
-SHIPPED_BACKBONE = Path(__file__).resolve().parents[1] / "pretrained" / "regnetx_002-64"
-"""Made by this job (pretrained/README.md has the command); what fine-tuning starts from by default."""
 RENDER_BATCH = 32  # images per Ray Data render call: small enough to keep the trainer fed early
 IMAGES_PER_BLOCK = 4096  # indices per read block; each becomes one render task that streams out its batches
 

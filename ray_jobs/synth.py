@@ -1,14 +1,11 @@
-"""Render the embedded default data set: procedural cars with exact perspective-score labels.
-
-    python -m ray_jobs.synth --out DIR --n N [--seed S] [--distribution NAME] [--workers W] [--extended]
-                             [--masks] [--csv-name NAME] [--size WxH] [--overwrite] [--quiet]
+"""Render the embedded default data set: procedural cars with exact perspective-score labels
+(`python -m ray_jobs.synth --out DIR --n N`; `--help` for the rest).
 
 Writes DIR/imgs/*.jpg and DIR/<csv-name> in the customer's format (plus DIR/masks/ with --masks),
 then prints the label statistics to compare with the real challenge data. The output depends only
 on --n, --seed and --distribution (and --size): any number of workers writes the same bytes.
---distribution shifted renders another photo source (other cameras, paints, light, compression),
-e.g. a customer set that a model pretrained on the default one never saw. Runs on local
-processes; no Ray cluster is needed for a few thousand images.
+--distribution shifted renders another photo source (other cameras, paints, light, compression).
+Runs on local processes; no Ray cluster is needed for a few thousand images.
 """
 
 from __future__ import annotations

@@ -2,13 +2,13 @@
 
     python -m ray_jobs.tune --data DIR --output OUT [--config configs/tune.yaml] [--num-samples N] [--resume] ...
 
-Each trial is a function trainable that fits a training run's TorchTrainer (`ray_jobs.common.run_trial`); `TuneReportCallback`
-hands every epoch's report to Tune, so ASHA can stop a poor trial after any epoch. The data are
-loaded once at the largest input size in the space and reach the trials through the object store.
-Writes OUT/best/ (ray_jobs.train's format), OUT/best_config.yaml (`ray_jobs.train --config` takes
-it), OUT/tune_summary.csv, OUT/config.yaml (read back by --resume) and STORAGE/tune/ (Tune's
-experiment; each trial's Train run in <trial id>/train/). STORAGE is OUT/ray_results unless
---storage names a shared file system or an s3:// / gs:// URI, which a multi-node cluster needs.
+Each trial is a function trainable that fits a training run's TorchTrainer (`ray_jobs.common.run_trial`);
+`TuneReportCallback` hands every epoch's report to Tune, so ASHA can stop a poor trial after any epoch.
+The data are loaded once at the largest input size in the space and reach the trials through the object
+store. Writes OUT/best/ (ray_jobs.train's format), OUT/best_config.yaml (`ray_jobs.train --config` takes
+it), OUT/tune_summary.csv, OUT/config.yaml (read back by --resume) and STORAGE/tune/ (Tune's experiment;
+each trial's Train run in <trial id>/train/). STORAGE is OUT/ray_results unless --storage names a shared
+file system or an s3:// / gs:// URI, which a multi-node cluster needs.
 """
 
 from __future__ import annotations

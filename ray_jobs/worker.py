@@ -1,8 +1,8 @@
 """What runs inside the Ray Train workers of train and pretrain: the epoch runner's hooks (DDP,
 all-reduce, reports with checkpoints), a worker's set-up and the training run's loop.
 
-torch's extensions, timm and cvcore's training code load here, in the workers; `ray_jobs.common`,
-which Tune's trial actors and Train's controller import, stays without them (about 4 s less per process).
+torch's extensions, timm and cvcore's training code load here, in the workers; `ray_jobs.common`, which Tune's
+trial actors and Train's controller import, stays without them (about 4 s less per process).
 """
 
 from __future__ import annotations

@@ -1,15 +1,17 @@
 """The main job: what each preset asks of the stages (no Ray), and end to end on the smoke preset:
 synthesise → … → serve answers a real HTTP request."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from cvcore.engine import TrainConfig
 from cvcore.labels import CHALLENGE_TARGETS
-from cvcore.presets import PRESETS, final_training, tune_request
+from cvcore.presets import PRESETS, SHIPPED_BACKBONE, final_training, tune_request
 from ray_jobs import pipeline
-from ray_jobs.pretrain import SHIPPED_BACKBONE
 
 pytestmark = pytest.mark.xdist_group("ray")  # Ray's tests run one after another: tests/conftest.py
 
@@ -52,6 +54,20 @@ def test_the_endpoint_is_built_from_the_import_path_a_user_gives():
     source = Path(pipeline.__file__).read_text()
     assert pipeline.SERVE_APP == "serve.app:build_app"
     assert "from serve.app" not in source and "import serve.app" not in source
+
+
+def test_ray_data_chatter_stays_in_its_log_and_no_epoch_line_is_folded_away():
+    """Both are read when Ray is imported, and stages import Ray (Ray Data with `ray.train`) before
+    they start it: `ray_jobs` sets them first, for every stage, unless the user has."""
+    code = (
+        "import logging, ray_jobs.prepare, ray.train\n"
+        "from ray._private import ray_constants\n"
+        "levels = {type(h).__name__: h.level for h in logging.getLogger('ray.data').handlers}\n"
+        "print(levels['PlainRayHandler'] == logging.WARNING, ray_constants.RAY_DEDUP_LOGS)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_DATA_LOGGING_CONFIG", "RAY_DEDUP_LOGS")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd=Path(pipeline.__file__).parents[1])
+    assert done.stdout.split() == ["True", "False"], done.stderr[-2000:]
 
 
 def test_from_scratch_and_init_from_contradict(capsys):
