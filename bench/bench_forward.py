@@ -25,6 +25,7 @@ import torch  # noqa: E402
 
 from cvcore.errors import CheckpointError  # noqa: E402
 from cvcore.model import load_model  # noqa: E402
+from cvcore.presets import SHIPPED_BACKBONE  # noqa: E402
 
 
 def median_ms(run, batch: torch.Tensor, repeats: int) -> float:
@@ -40,7 +41,7 @@ def median_ms(run, batch: torch.Tensor, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default=str(REPO / "pretrained" / "regnetx_002-64"))
+    parser.add_argument("--checkpoint", default=str(SHIPPED_BACKBONE))
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()

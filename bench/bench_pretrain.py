@@ -27,13 +27,13 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
 from cvcore.engine import TrainConfig  # noqa: E402
 from cvcore.model import read_meta  # noqa: E402
+from cvcore.presets import SHIPPED_BACKBONE as SHIPPED  # noqa: E402
 from cvcore.synth import CHALLENGE_TARGETS, write_dataset  # noqa: E402
 from ray_jobs.common import init_ray  # noqa: E402
 from cvcore.evaluation import EvaluateConfig, evaluate  # noqa: E402
 from ray_jobs.prepare import prepare  # noqa: E402
 
 MAE_GOAL = 0.06
-SHIPPED = REPO / "pretrained" / "regnetx_002-64"
 
 
 def main() -> None:

@@ -24,8 +24,6 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from cvcore.errors import UserError
 from cvcore.metrics import METRIC
 
-os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")  # read by the driver, passed on to controller and workers
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # reports wait for the controller's poll (2 s): docs/ARCHITECTURE.md
 TRAIN_RUN = "train"  # each Tune trial's Train run, inside the trial's folder
 
 

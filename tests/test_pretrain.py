@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,13 +12,13 @@ from cvcore.config import from_dict, run
 from cvcore import pretrain as dense
 from cvcore.model import ModelSpec, build_model, load_model, read_meta
 from cvcore.synth import PARTS, Camera, random_scene, render_scene
+from cvcore.presets import SHIPPED_BACKBONE as SHIPPED
 from ray_jobs import pretrain as pretrain_job
 from ray_jobs import train as train_job
 
 pytestmark = pytest.mark.xdist_group("ray")  # Ray's tests run one after another: tests/conftest.py
 
 BACKBONE = "resnet10t"
-SHIPPED = Path(__file__).resolve().parents[1] / "pretrained" / "regnetx_002-64"
 
 
 def test_dense_labels_cover_every_part_factor_and_pose():
